@@ -1,0 +1,1 @@
+"""EdgeGuard appliance package."""

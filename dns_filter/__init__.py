@@ -1,0 +1,1 @@
+"""EdgeGuard dns_filter package."""

@@ -1,0 +1,1 @@
+"""EdgeGuard policies package."""

@@ -1,0 +1,1 @@
+"""EdgeGuard webui package."""
