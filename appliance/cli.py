@@ -1,0 +1,158 @@
+"""``edgeguard``: the one command-line entry point, with a subcommand per job.
+
+Exit codes: 0 success, 1 the policy (or plan) is refused, 2 usage or environment error.
+Output meant for people goes to stdout; errors go to stderr, one per line, each with
+file:line:column so editors can jump to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from policies.compiler import Ruleset, Target, compile_policy
+from policies.errors import PolicyError, PolicyLoadError, PolicyValidationError
+from policies.loader import LoadedPolicy, load_policy
+from policies.schema import json_schema_text
+from policies.summary import describe
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+DEFAULT_POLICY = (
+    Path(__file__).resolve().parent.parent / "policies" / "examples" / "small-office.yaml"
+)
+
+
+def _parse_at(value: str | None) -> dt.datetime:
+    if value is None:
+        return dt.datetime.now(dt.UTC)
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--at: not an ISO 8601 time: {value!r}") from exc
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
+def _load(path: Path, err: TextIO) -> LoadedPolicy | None:
+    try:
+        loaded = load_policy(path)
+    except PolicyValidationError as exc:
+        for problem in exc.problems:
+            print(problem, file=err)
+        errors = sum(1 for p in exc.problems if p.severity == "error")
+        print(f"{path}: {errors} error(s); nothing was compiled or applied", file=err)
+        return None
+    except PolicyLoadError as exc:
+        print(exc, file=err)
+        return None
+    for warning in loaded.warnings:
+        print(warning, file=err)
+    return loaded
+
+
+def _compile(loaded: LoadedPolicy, at: dt.datetime, err: TextIO) -> Ruleset | None:
+    try:
+        return compile_policy(loaded.policy, at=at, target=Target())
+    except PolicyError as exc:
+        print(f"cannot compile: {exc}", file=err)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    loaded = _load(args.policy, sys.stderr)
+    if loaded is None:
+        return EXIT_REFUSED
+    ruleset = _compile(loaded, args.at, sys.stderr)
+    if ruleset is None:
+        return EXIT_REFUSED
+    p = loaded.policy
+    stats = ruleset.stats
+    print(
+        f"{args.policy}: OK — {len(p.zones)} zones, {len(p.rules)} rules, "
+        f"{stats['chains']} chains, {stats['rules']} nft rules, "
+        f"{stats['set_elements']} set elements"
+        + (f", {len(loaded.warnings)} warning(s)" if loaded.warnings else "")
+    )
+    return EXIT_OK
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    loaded = _load(args.policy, sys.stderr)
+    ruleset = _compile(loaded, args.at, sys.stderr) if loaded else None
+    if ruleset is None:
+        return EXIT_REFUSED
+    if args.output:
+        args.output.write_text(ruleset.text, encoding="utf-8")
+    else:
+        sys.stdout.write(ruleset.text)
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    del args
+    sys.stdout.write(json_schema_text())
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Validate, compile and show what the appliance would enforce (more joins later)."""
+    print(f"EdgeGuard: loading policy {args.policy}")
+    loaded = _load(args.policy, sys.stderr)
+    ruleset = _compile(loaded, args.at, sys.stderr) if loaded else None
+    if loaded is None or ruleset is None:
+        return EXIT_REFUSED
+    print("\nWhat this policy does:")
+    for line in describe(loaded.policy):
+        print(f"  {line}")
+    print("\nCompiled ruleset (table inet edgeguard):\n")
+    sys.stdout.write(ruleset.text)
+    s = ruleset.stats
+    until = ruleset.valid_until.isoformat() if ruleset.valid_until else "no DST change ahead"
+    print(
+        f"\nWould apply: {s['chains']} chains, {s['rules']} rules, {s['sets']} sets with "
+        f"{s['set_elements']} elements in one nft transaction (schedules valid until {until})."
+    )
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeguard", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def policy_cmd(name: str, help_: str, *, optional: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        if optional:
+            p.add_argument("--policy", type=Path, default=DEFAULT_POLICY, help="policy YAML file")
+        else:
+            p.add_argument("policy", type=Path, help="policy YAML file")
+        p.add_argument(
+            "--at",
+            type=_parse_at,
+            default=_parse_at(None),
+            help="compile as of this time (ISO 8601; default now)",
+        )
+        return p
+
+    policy_cmd("check", "validate a policy and report every problem").set_defaults(func=cmd_check)
+    p = policy_cmd("compile", "print the nftables ruleset a policy compiles to")
+    p.add_argument("-o", "--output", type=Path, help="write the ruleset here instead of stdout")
+    p.set_defaults(func=cmd_compile)
+    policy_cmd("run", "run the appliance on a policy", optional=True).set_defaults(func=cmd_run)
+    sub.add_parser("schema", help="print the policy JSON Schema").set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
