@@ -47,6 +47,7 @@ def _load(path: Path, err: TextIO) -> LoadedPolicy | None:
         return None
     except PolicyLoadError as exc:
         print(exc, file=err)
+        print(f"{path}: nothing was compiled or applied", file=err)
         return None
     for warning in loaded.warnings:
         print(warning, file=err)
