@@ -93,7 +93,9 @@ def test_unreadable_policy_file(
     assert out == ""
     assert err.startswith(f"{policy}: cannot read policy: ")
     reason = "No such file or directory" if name == "missing.yaml" else "Is a directory"
-    assert err.strip().endswith(reason)
+    first, second = err.strip().splitlines()
+    assert first.endswith(reason)
+    assert second == f"{policy}: nothing was compiled or applied"
 
 
 def test_compile_writes_the_ruleset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
