@@ -8,8 +8,9 @@ DEMO_POLICY ?= policies/examples/small-office.yaml
 
 .PHONY: run test setup apt lint unit bench golden clean
 
+# The appliance in a lab of network namespaces, with clients making real traffic.
 run: setup
-	$(VENV)/bin/edgeguard run --policy $(DEMO_POLICY)
+	$(VENV)/bin/edgeguard lab demo --policy $(DEMO_POLICY)
 
 test: setup lint
 	$(VENV)/bin/python -m pytest -q

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from appliance.commands import add_engine_commands
 from policies.compiler import Ruleset, Target, compile_policy
 from policies.errors import PolicyError, PolicyLoadError, PolicyValidationError
 from policies.loader import LoadedPolicy, load_policy
@@ -98,37 +99,47 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Validate, compile and show what the appliance would enforce (more joins later)."""
-    print(f"EdgeGuard: loading policy {args.policy}")
+def cmd_explain(args: argparse.Namespace) -> int:
+    """What a policy does in plain words, and what it compiles to."""
     loaded = _load(args.policy, sys.stderr)
     ruleset = _compile(loaded, args.at, sys.stderr) if loaded else None
     if loaded is None or ruleset is None:
         return EXIT_REFUSED
-    print("\nWhat this policy does:")
+    print(f"What {args.policy} does:")
     for line in describe(loaded.policy):
         print(f"  {line}")
-    print("\nCompiled ruleset (table inet edgeguard):\n")
-    sys.stdout.write(ruleset.text)
     s = ruleset.stats
     until = ruleset.valid_until.isoformat() if ruleset.valid_until else "no DST change ahead"
     print(
-        f"\nWould apply: {s['chains']} chains, {s['rules']} rules, {s['sets']} sets with "
-        f"{s['set_elements']} elements in one nft transaction (schedules valid until {until})."
+        f"Compiles to {s['chains']} chains, {s['rules']} rules, {s['sets']} sets with "
+        f"{s['set_elements']} elements, loaded in one nft transaction "
+        f"(schedules valid until {until})."
     )
     return EXIT_OK
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from appliance.demo import run_demo
+    from appliance.lab import Lab, lab_down
+
+    if args.action == "up":
+        lab = Lab.up(args.prefix)
+        print(f"lab up: {', '.join(lab.namespaces)}; remove with `edgeguard lab down`")
+        return EXIT_OK
+    if args.action == "down":
+        removed = lab_down(args.prefix)
+        print(f"removed {len(removed)} namespaces" if removed else "no lab namespaces found")
+        return EXIT_OK
+    return run_demo(args.policy, args.state_dir, args.prefix, args.duration, args.interval)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeguard", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def policy_cmd(name: str, help_: str, *, optional: bool = False) -> argparse.ArgumentParser:
+    def policy_cmd(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
-        if optional:
-            p.add_argument("--policy", type=Path, default=DEFAULT_POLICY, help="policy YAML file")
-        else:
-            p.add_argument("policy", type=Path, help="policy YAML file")
+        p.add_argument("policy", type=Path, help="policy YAML file")
         p.add_argument(
             "--at",
             type=_parse_at,
@@ -141,7 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = policy_cmd("compile", "print the nftables ruleset a policy compiles to")
     p.add_argument("-o", "--output", type=Path, help="write the ruleset here instead of stdout")
     p.set_defaults(func=cmd_compile)
-    policy_cmd("run", "run the appliance on a policy", optional=True).set_defaults(func=cmd_run)
+    policy_cmd("explain", "say in plain words what a policy does").set_defaults(func=cmd_explain)
+    add_engine_commands(sub)
+    p = sub.add_parser("lab", help="the network-namespace lab (demo, up, down)")
+    p.add_argument("action", choices=["demo", "up", "down"])
+    p.add_argument("--prefix", default="eglab", help="namespace name prefix")
+    p.add_argument("--policy", type=Path, default=DEFAULT_POLICY, help="policy for the demo")
+    p.add_argument("--state-dir", type=Path, default=Path("var/lab"), help="demo state")
+    p.add_argument("--duration", type=float, help="stop the demo after this many seconds")
+    p.add_argument("--interval", type=float, default=3.0, help="seconds between traffic rounds")
+    p.set_defaults(func=cmd_lab)
     sub.add_parser("schema", help="print the policy JSON Schema").set_defaults(func=cmd_schema)
     return parser
 

@@ -200,6 +200,25 @@ class Policy:
     # Sections owned by later features (resolver, web filtering), kept verbatim until then.
     reserved: dict[str, Any] = field(default_factory=dict)
 
+    def default_for(self, src: str, dst: str) -> Default:
+        """The default for traffic from zone (or self) ``src`` to zone (or self) ``dst``.
+
+        Most specific wins: the exact pair, then any->dst, then src->any, then any->any;
+        ``any`` never stands for the box itself. Without a default: drop, except traffic the
+        box itself sends, which is accepted.
+        """
+        table = {(d.src, d.dst): d for d in self.defaults}
+        candidates = [(src, dst)]
+        if dst != SELF:
+            candidates += [(ANY, dst)] if src != SELF else []
+            candidates += [(src, ANY)] + ([(ANY, ANY)] if src != SELF else [])
+        else:
+            candidates += [(ANY, SELF)]
+        for key in candidates:
+            if key in table:
+                return table[key]
+        return Default(src, dst, "accept" if src == SELF else "drop")
+
     def zone(self, name: str) -> Zone:
         for z in self.zones:
             if z.name == name:

@@ -17,7 +17,6 @@ from policies.compiler.matches import (
 from policies.compiler.rules import DynamicSet, dynamic_sets, rule_lines
 from policies.intervals import format_elements
 from policies.model import (
-    ANY,
     SELF,
     AddressSet,
     Default,
@@ -96,20 +95,6 @@ class Layout:
                 found += [z for z in holders if z not in found]
         return [z for z in self.zone_names if z in found] or self.zone_names
 
-    def default_for(self, src: str, dst: str) -> Default:
-        """Most specific default: exact pair, then any->dst, src->any, any->any (never self)."""
-        table = {(d.src, d.dst): d for d in self.p.defaults}
-        candidates = [(src, dst)]
-        if dst != SELF:
-            candidates += [(ANY, dst)] if src != SELF else []
-            candidates += [(src, ANY)] + ([(ANY, ANY)] if src != SELF else [])
-        else:
-            candidates += [(ANY, SELF)]
-        for key in candidates:
-            if key in table:
-                return table[key]
-        return Default(src, dst, "accept" if src == SELF else "drop")
-
     # -- chains -----------------------------------------------------------------------------
     def _pair_chain(self, name: str, lines: list[str], default: Default) -> list[str] | None:
         """The chain body for one zone pair, or None when a plain vmap verdict suffices."""
@@ -155,16 +140,16 @@ class Layout:
 
         for s in self.zone_names:
             keys = [f'"{i}"' for i in self.ifaces[s]]
-            inp += entry(keys, f"in_{s}", self.inp.get(s, []), self.default_for(s, SELF), True)
+            inp += entry(keys, f"in_{s}", self.inp.get(s, []), self.p.default_for(s, SELF), True)
         for s in self.zone_names:
             for d in self.zone_names:
                 keys = [f'"{i}" . "{o}"' for i in self.ifaces[s] for o in self.ifaces[d]]
                 fwd += entry(
-                    keys, f"fwd_{s}-{d}", self.fwd.get((s, d), []), self.default_for(s, d), True
+                    keys, f"fwd_{s}-{d}", self.fwd.get((s, d), []), self.p.default_for(s, d), True
                 )
         for d in self.zone_names:
             keys = [f'"{o}"' for o in self.ifaces[d]]
-            out += entry(keys, f"out_{d}", self.out.get(d, []), self.default_for(SELF, d), False)
+            out += entry(keys, f"out_{d}", self.out.get(d, []), self.p.default_for(SELF, d), False)
         out = [e for e in out if not e.endswith(": accept")]
         return inp, fwd, out, chains
 

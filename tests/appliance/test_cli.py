@@ -142,27 +142,23 @@ def test_schema_prints_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
-def test_run_prints_a_summary(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--policy", str(example), "--at", AT]) == 0
+def test_explain_prints_a_summary(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", str(example), "--at", AT]) == 0
     out, err = capsys.readouterr()
-    assert out.startswith(f"EdgeGuard: loading policy {example}\n")
-    assert f"\nWhat this policy does:\n  site {example.stem} (time zone " in out
-    assert "\ntable inet edgeguard {\n" in out
-    assert "\nWould apply: " in out and " in one nft transaction " in out
+    assert out.startswith(f"What {example} does:\n  site {example.stem} (time zone ")
+    assert "\n  rule " in out and "\n  default " in out
+    assert "\nCompiles to " in out and " in one nft transaction " in out
     assert err == ""
 
 
-def test_run_defaults_to_the_small_office_example(capsys: pytest.CaptureFixture[str]) -> None:
-    assert DEFAULT_POLICY.is_file()
-    assert main(["run", "--at", AT]) == 0
-    out, _ = capsys.readouterr()
-    assert "site small-office (time zone Europe/Berlin)" in out
+def test_the_demo_policy_is_the_small_office_example() -> None:
+    assert DEFAULT_POLICY.is_file() and DEFAULT_POLICY.name == "small-office.yaml"
 
 
-def test_run_refuses_a_broken_policy(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--policy", str(BAD / "unknown-zone.yaml")]) == 1
+def test_explain_refuses_a_broken_policy(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", str(BAD / "unknown-zone.yaml")]) == 1
     out, err = capsys.readouterr()
-    assert "Would apply" not in out
+    assert "Compiles to" not in out
     assert "nothing was compiled or applied" in err
 
 

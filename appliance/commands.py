@@ -1,0 +1,218 @@
+"""The apply-engine subcommands: plan, apply, confirm, rollback, history, watchdog, run."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from appliance.engine import AdminAccess, Engine
+from appliance.errors import ApplianceError
+from appliance.nft import LibNftables
+from appliance.store import ConfigStore
+from policies.errors import PolicyError, PolicyValidationError
+
+DEFAULT_STATE_DIR = Path(os.environ.get("EDGEGUARD_STATE", "/var/lib/edgeguard"))
+
+
+def engine_for(args: argparse.Namespace) -> Engine:
+    return Engine(ConfigStore(args.state_dir), LibNftables())
+
+
+def _admin(args: argparse.Namespace) -> AdminAccess | None:
+    if args.admin_address:
+        return AdminAccess(args.admin_address, args.admin_port)
+    return AdminAccess.from_ssh_env()
+
+
+def _report_policy_error(exc: PolicyError) -> None:
+    if isinstance(exc, PolicyValidationError):
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+    else:
+        print(exc, file=sys.stderr)
+    print("nothing was applied", file=sys.stderr)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    try:
+        plan = engine_for(args).plan(args.policy, admin=_admin(args))
+    except PolicyError as exc:
+        _report_policy_error(exc)
+        return 1
+    print(plan.render())
+    return 1 if plan.unsafe else 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    engine = engine_for(args)
+    try:
+        plan = engine.plan(args.policy, admin=_admin(args))
+        print(plan.render())
+        version = engine.apply(
+            plan,
+            author=args.author,
+            message=args.message or f"apply {args.policy}",
+            confirm_within=args.confirm_within,
+            force=args.force,
+        )
+    except PolicyError as exc:
+        _report_policy_error(exc)
+        return 1
+    except ApplianceError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.confirm_within is not None:
+        start_watchdog(args.state_dir)
+        print(
+            f"applied version {version.id}; run `edgeguard confirm` within "
+            f"{args.confirm_within:g} s or it is rolled back"
+        )
+    else:
+        print(f"applied version {version.id}")
+    return 0
+
+
+def start_watchdog(state_dir: Path) -> None:
+    """A detached process that rolls back at the deadline even if this shell goes away."""
+    log = open(Path(state_dir) / "watchdog.log", "a")  # noqa: SIM115 - handed to the child
+    subprocess.Popen(  # noqa: S603 - fixed argv: our own interpreter and module
+        [sys.executable, "-m", "appliance.cli", "watchdog", "--state-dir", str(state_dir)],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        close_fds=True,
+    )
+    log.close()
+
+
+def cmd_watchdog(args: argparse.Namespace) -> int:
+    engine = engine_for(args)
+    while True:
+        pending = engine.store.pending_confirm()
+        if pending is None:
+            return 0
+        wait = pending.deadline - engine.clock.time()
+        if wait <= 0:
+            if engine.expire():
+                print(f"version {pending.version} not confirmed in time: rolled back", flush=True)
+            return 0
+        time.sleep(min(wait, 0.5))
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    try:
+        version = engine_for(args).confirm()
+    except ApplianceError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"confirmed version {version.id}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    try:
+        target = engine_for(args).rollback(args.version)
+    except ApplianceError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"rolled back to version {target.id}" if target else "rolled back: no EdgeGuard table")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    store = ConfigStore(args.state_dir)
+    pending = store.pending_confirm()
+    for v in store.history(args.limit):
+        flag = ""
+        if pending and pending.version == v.id:
+            flag = f"  (confirm within {pending.deadline - time.time():.0f} s)"
+        extra = f"  error: {v.error.splitlines()[0]}" if v.error else ""
+        print(f"{v.id:>4}  {v.created}  {v.status:<12} {v.author:<10} {v.message}{flag}{extra}")
+    return 0
+
+
+_stop = False
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    del signum, frame
+    global _stop
+    _stop = True
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Boot: enforce the last known good policy, then keep the confirm timer."""
+    engine = engine_for(args)
+    print(f"EdgeGuard controller: state in {args.state_dir}", flush=True)
+    print(engine.boot(args.policy), flush=True)
+    if args.once:
+        return 0
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    while not _stop:
+        if engine.expire():
+            print("an unconfirmed apply passed its deadline: rolled back", flush=True)
+        time.sleep(0.5)
+    return 0
+
+
+def add_engine_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def with_state(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--state-dir",
+            type=Path,
+            default=DEFAULT_STATE_DIR,
+            help=f"where history and state live (default {DEFAULT_STATE_DIR}, or $EDGEGUARD_STATE)",
+        )
+        return p
+
+    def with_admin(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--admin-address",
+            help="your address, to check you keep access (default: from SSH_CLIENT)",
+        )
+        p.add_argument(
+            "--admin-port", type=int, default=443, help="the box's port you use (default 443)"
+        )
+
+    p = with_state(sub.add_parser("plan", help="show what applying a policy would change"))
+    p.add_argument("policy", type=Path)
+    with_admin(p)
+    p.set_defaults(func=cmd_plan)
+
+    p = with_state(sub.add_parser("apply", help="apply a policy in one nft transaction"))
+    p.add_argument("policy", type=Path)
+    p.add_argument(
+        "--confirm-within", type=float, metavar="SECONDS", help="roll back unless confirmed in time"
+    )
+    p.add_argument("--force", action="store_true", help="apply even an unsafe plan")
+    p.add_argument("-m", "--message", default="", help="why (kept in the history)")
+    p.add_argument("--author", default=os.environ.get("SUDO_USER") or getpass.getuser())
+    with_admin(p)
+    p.set_defaults(func=cmd_apply)
+
+    with_state(sub.add_parser("confirm", help="keep the last apply")).set_defaults(func=cmd_confirm)
+    p = with_state(sub.add_parser("rollback", help="return to an earlier version"))
+    p.add_argument(
+        "version", type=int, nargs="?", help="version number (default: the previous one)"
+    )
+    p.set_defaults(func=cmd_rollback)
+    p = with_state(sub.add_parser("history", help="list applied versions"))
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_history)
+    with_state(sub.add_parser("watchdog", help=argparse.SUPPRESS)).set_defaults(func=cmd_watchdog)
+
+    p = with_state(
+        sub.add_parser("run", help="run the appliance: enforce the last good policy first")
+    )
+    p.add_argument("--policy", type=Path, help="policy to apply on first boot (empty history)")
+    p.add_argument("--once", action="store_true", help="boot, then exit")
+    p.set_defaults(func=cmd_run)

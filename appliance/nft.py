@@ -1,0 +1,104 @@
+"""The only code that talks to nftables: replace, list or remove ``table inet edgeguard``.
+
+Everything goes through libnftables (Debian's python3-nftables) in this process, which acts
+on the network namespace the process runs in. One ``cmd()`` call is one kernel
+transaction: we send "create-then-delete our table, then define it" as one batch, so the
+kernel swaps the whole table atomically (no window without rules) or, on any error,
+keeps the old one. Other tables (docker's, say) are never touched.
+
+``MemoryNft`` is a real in-memory stand-in with the same contract for tests without root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Protocol
+
+from appliance.errors import ApplyError
+from policies.compiler import TABLE_FAMILY, TABLE_NAME
+
+_TABLE = f"{TABLE_FAMILY} {TABLE_NAME}"
+_REPLACE_PREFIX = f"table {_TABLE}\ndelete table {_TABLE}\n"
+_COUNTERS = re.compile(r"counter packets \d+ bytes \d+")
+
+
+class NftBackend(Protocol):
+    def replace(self, ruleset_text: str) -> None:
+        """Swap our table for ``ruleset_text`` in one transaction; ApplyError if refused."""
+
+    def remove(self) -> None:
+        """Delete our table (no-op when absent)."""
+
+    def listing(self) -> str | None:
+        """Our table as nft lists it (counters zeroed), or None when it is absent."""
+
+
+def normalise(listing: str) -> str:
+    """Counters change every packet; plans and drift checks compare everything else."""
+    return _COUNTERS.sub("counter", listing)
+
+
+class LibNftables:
+    def __init__(self) -> None:
+        try:
+            import nftables
+        except ImportError as exc:  # pragma: no cover - depends on the machine
+            raise ApplyError(
+                "the nftables Python binding is missing: apt-get install python3-nftables "
+                "and create the venv with --system-site-packages"
+            ) from exc
+        # nft converts `meta hour` times with the process time zone; compiled rulesets are UTC.
+        os.environ["TZ"] = "UTC"
+        time.tzset()
+        self._nft = nftables.Nftables()
+        self._nft.set_handle_output(False)
+
+    def _cmd(self, text: str) -> tuple[int, str, str]:
+        rc, out, err = self._nft.cmd(text)
+        return int(rc), str(out), str(err)
+
+    def replace(self, ruleset_text: str) -> None:
+        rc, _, err = self._cmd(_REPLACE_PREFIX + ruleset_text)
+        if rc != 0:
+            raise ApplyError(
+                f"nft refused the ruleset; the previous ruleset is still enforced:\n{err.strip()}"
+            )
+
+    def remove(self) -> None:
+        rc, _, err = self._cmd(f"table {_TABLE}\ndelete table {_TABLE}\n")
+        if rc != 0:
+            raise ApplyError(f"could not remove table {_TABLE}: {err.strip()}")
+
+    def listing(self) -> str | None:
+        rc, out, err = self._cmd(f"list table {_TABLE}")
+        if rc != 0:
+            if "No such file or directory" in err:
+                return None
+            raise ApplyError(f"could not list table {_TABLE}: {err.strip()}")
+        return normalise(out)
+
+
+class MemoryNft:
+    """Test double: keeps the "kernel" table as text; refuses rulesets containing ``fail_on``."""
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.table: str | None = None
+        self.fail_on = fail_on
+        self.transactions = 0
+
+    def replace(self, ruleset_text: str) -> None:
+        self.transactions += 1
+        if self.fail_on and self.fail_on in ruleset_text:
+            raise ApplyError(
+                f"nft refused the ruleset; the previous ruleset is still enforced: {self.fail_on}"
+            )
+        self.table = ruleset_text
+
+    def remove(self) -> None:
+        self.transactions += 1
+        self.table = None
+
+    def listing(self) -> str | None:
+        return self.table
