@@ -128,10 +128,10 @@ class Engine:
         return plan
 
     def _check_live(self, plan: Plan) -> None:
-        listing = self.nft.listing()
-        if plan.current is None and listing is not None:
+        loaded = self.nft.exists()
+        if plan.current is None and loaded:
             plan.notes.append("a table inet edgeguard is loaded that EdgeGuard has no record of")
-        elif plan.current is not None and listing is None:
+        elif plan.current is not None and not loaded:
             plan.notes.append(
                 f"version {plan.current.id} should be live but no table is loaded "
                 "(rebooted or flushed by hand?)"
@@ -255,7 +255,7 @@ class Engine:
             for vid in self.store.recover_interrupted():
                 self.store.event("recovered", f"version {vid} was interrupted before it went live")
             pending = self.store.pending_confirm()
-            live_table = self.nft.listing() is not None
+            live_table = self.nft.exists()
             if pending is not None and live_table:
                 if self.clock.time() < pending.deadline:
                     left = pending.deadline - self.clock.time()

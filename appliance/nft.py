@@ -12,7 +12,6 @@ keeps the old one. Other tables (docker's, say) are never touched.
 from __future__ import annotations
 
 import os
-import re
 import time
 from typing import Protocol
 
@@ -21,7 +20,6 @@ from policies.compiler import TABLE_FAMILY, TABLE_NAME
 
 _TABLE = f"{TABLE_FAMILY} {TABLE_NAME}"
 _REPLACE_PREFIX = f"table {_TABLE}\ndelete table {_TABLE}\n"
-_COUNTERS = re.compile(r"counter packets \d+ bytes \d+")
 
 
 class NftBackend(Protocol):
@@ -31,13 +29,8 @@ class NftBackend(Protocol):
     def remove(self) -> None:
         """Delete our table (no-op when absent)."""
 
-    def listing(self) -> str | None:
-        """Our table as nft lists it (counters zeroed), or None when it is absent."""
-
-
-def normalise(listing: str) -> str:
-    """Counters change every packet; plans and drift checks compare everything else."""
-    return _COUNTERS.sub("counter", listing)
+    def exists(self) -> bool:
+        """Is our table loaded? (cheap: does not list 100,000 set elements)"""
 
 
 class LibNftables:
@@ -71,13 +64,11 @@ class LibNftables:
         if rc != 0:
             raise ApplyError(f"could not remove table {_TABLE}: {err.strip()}")
 
-    def listing(self) -> str | None:
-        rc, out, err = self._cmd(f"list table {_TABLE}")
+    def exists(self) -> bool:
+        rc, out, err = self._cmd(f"list tables {TABLE_FAMILY}")
         if rc != 0:
-            if "No such file or directory" in err:
-                return None
-            raise ApplyError(f"could not list table {_TABLE}: {err.strip()}")
-        return normalise(out)
+            raise ApplyError(f"could not list tables: {err.strip()}")
+        return f"table {_TABLE}" in out.splitlines()
 
 
 class MemoryNft:
@@ -100,5 +91,5 @@ class MemoryNft:
         self.transactions += 1
         self.table = None
 
-    def listing(self) -> str | None:
-        return self.table
+    def exists(self) -> bool:
+        return self.table is not None

@@ -214,6 +214,7 @@ def test_boot_resumes_or_finishes_a_confirm_window(env, policies) -> None:
     clock.now += 61
     assert "rolled back" in engine.boot()
     assert engine.store.live().id == 1
+    assert nft.table is not None and "small-office" in nft.table
 
 
 def test_boot_with_nothing_applicable_enters_safe_mode(env, policies, tmp_path) -> None:
