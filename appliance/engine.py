@@ -23,7 +23,7 @@ from typing import Protocol
 from appliance.errors import ApplyError
 from appliance.nft import NftBackend
 from appliance.store import ConfigStore, PendingConfirm, Version
-from policies.compiler import Ruleset, compile_policy
+from policies.compiler import Ruleset, Target, compile_policy
 from policies.compiler.safe import safe_ruleset
 from policies.evaluate import access_to_box, allows_everything
 from policies.loader import LoadedPolicy, parse_policy
@@ -94,6 +94,7 @@ class Engine:
         self.store = store
         self.nft = nft
         self.clock = clock or SystemClock()
+        self._target: Target | None = None
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -105,13 +106,19 @@ class Engine:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    def target(self) -> Target:
+        """What this kernel can do, probed once per engine."""
+        if self._target is None:
+            self._target = Target(flowtable=self.nft.supports_flowtable())
+        return self._target
+
     # -- plan -------------------------------------------------------------------------------
     def plan(self, policy_path: Path, *, admin: AdminAccess | None = None) -> Plan:
         """Validate and compile ``policy_path`` and compare it with what is live."""
         text = Path(policy_path).read_text(encoding="utf-8")
         loaded = parse_policy(text, str(policy_path), base_dir=Path(policy_path).parent)
         now = dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
-        ruleset = compile_policy(loaded.policy, at=now)
+        ruleset = compile_policy(loaded.policy, at=now, target=self.target())
         current = self.store.live()
         old = self.store.texts(current.id)[1] if current else ""
         diff = "".join(

@@ -32,6 +32,9 @@ class NftBackend(Protocol):
     def exists(self) -> bool:
         """Is our table loaded? (cheap: does not list 100,000 set elements)"""
 
+    def supports_flowtable(self) -> bool:
+        """Can this kernel offload flows? (many lack CONFIG_NF_FLOW_TABLE)"""
+
 
 class LibNftables:
     def __init__(self) -> None:
@@ -70,12 +73,25 @@ class LibNftables:
             raise ApplyError(f"could not list tables: {err.strip()}")
         return f"table {_TABLE}" in out.splitlines()
 
+    def supports_flowtable(self) -> bool:
+        # A dry run goes through the kernel's checks but commits nothing.
+        self._nft.set_dry_run(True)
+        try:
+            rc, _, _ = self._cmd(
+                f"table {TABLE_FAMILY} {TABLE_NAME}_probe {{ flowtable ft {{ "
+                'hook ingress priority filter; devices = { "lo" }; }; }'
+            )
+        finally:
+            self._nft.set_dry_run(False)
+        return rc == 0
+
 
 class MemoryNft:
     """Test double: keeps the "kernel" table as text; refuses rulesets containing ``fail_on``."""
 
-    def __init__(self, fail_on: str | None = None) -> None:
+    def __init__(self, fail_on: str | None = None, *, flowtable: bool = False) -> None:
         self.table: str | None = None
+        self.flowtable = flowtable
         self.fail_on = fail_on
         self.transactions = 0
 
@@ -93,3 +109,6 @@ class MemoryNft:
 
     def exists(self) -> bool:
         return self.table is not None
+
+    def supports_flowtable(self) -> bool:
+        return self.flowtable

@@ -225,3 +225,11 @@ def test_boot_with_nothing_applicable_enters_safe_mode(env, policies, tmp_path) 
     assert result.startswith("SAFE MODE")
     assert nft.table is not None and "SAFE MODE" in nft.table and "policy drop" in nft.table
     assert engine.store.events()[0][1] == "safe-mode"
+
+
+def test_flowtable_offload_is_used_only_where_the_kernel_has_it(tmp_path, policies) -> None:
+    with_ft = Engine(ConfigStore(tmp_path / "a"), MemoryNft(flowtable=True), FakeClock())
+    without = Engine(ConfigStore(tmp_path / "b"), MemoryNft(flowtable=False), FakeClock())
+    text = with_ft.plan(policies / "small-office.yaml").ruleset.text  # offload: auto (default)
+    assert "flowtable offload {" in text and "flow add @offload" in text
+    assert "flowtable" not in without.plan(policies / "small-office.yaml").ruleset.text

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +123,20 @@ def test_no_shell_is_involved(netns_root: None, lab_prefix: str) -> None:
     with netns.scratch_namespace(f"{lab_prefix}-s") as ns:
         out = netns.run(ns, ["echo", "$(id) ; true"]).stdout
     assert out == "$(id) ; true\n"
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("netns_root")
+def test_flowtable_probe_agrees_with_the_kernel_config() -> None:
+    """PLATFORM-NOTES: this machine's kernel has no flowtables; the probe must find that out."""
+    config = Path("/proc/config.gz")
+    if not config.exists():
+        pytest.skip("no /proc/config.gz to compare the probe with")
+    text = gzip.decompress(config.read_bytes()).decode()
+    expected = "CONFIG_NF_FLOW_TABLE=y" in text or "CONFIG_NF_FLOW_TABLE=m" in text
+    probe = "from appliance.nft import LibNftables; print(LibNftables().supports_flowtable())"
+    with netns.scratch_namespace("egft") as ns:
+        out = netns.run(ns, [sys.executable, "-c", probe]).stdout.strip()
+        listed = netns.nft(ns, ["list", "tables"]).stdout
+    assert out == str(expected)
+    assert listed.strip() == ""  # the dry run left nothing behind
