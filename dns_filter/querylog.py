@@ -1,0 +1,124 @@
+"""The query log: every answer recorded in SQLite, in batches, off the answer path.
+
+The answer path only appends a tuple to a deque (a few hundred nanoseconds, thread-safe);
+a writer thread drains it once a second into one transaction. SQLite in WAL mode lets the
+web UI read while we write. Old rows are deleted by retention, once an hour.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import NamedTuple
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS queries (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    client TEXT NOT NULL,
+    qname TEXT NOT NULL,
+    qtype INTEGER NOT NULL,
+    verdict TEXT NOT NULL,
+    rule TEXT,
+    list TEXT,
+    upstream TEXT,
+    latency_ms REAL NOT NULL,
+    rcode INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queries_ts ON queries (ts);
+CREATE INDEX IF NOT EXISTS queries_client_ts ON queries (client, ts);
+CREATE INDEX IF NOT EXISTS queries_qname_ts ON queries (qname, ts);
+"""
+
+
+class LogEntry(NamedTuple):
+    ts: float
+    client: str
+    qname: str
+    qtype: int
+    verdict: str  # allowed, blocked, cached, local, refused, servfail, stale, formerr
+    rule: str | None
+    list: str | None
+    upstream: str | None
+    latency_ms: float
+    rcode: int
+
+
+class QueryLog:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        retention_days: float = 7.0,
+        interval: float = 1.0,
+        max_pending: int = 200_000,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.retention_s = retention_days * 86_400
+        self.interval = interval
+        self.max_pending = max_pending
+        self.dropped = 0
+        self.written = 0
+        self._pending: deque[LogEntry] = deque()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # flush() runs in the writer thread and from recent()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # a lost last second of log is acceptable
+        self._db.executescript(_SCHEMA)
+        self._last_prune = 0.0
+        self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)
+        self._thread.start()
+
+    def log(self, entry: LogEntry) -> None:
+        """Called on the answer path: never blocks, never touches the disk."""
+        if len(self._pending) >= self.max_pending:
+            self.dropped += 1  # the writer fell behind (disk stall): keep answering
+            return
+        self._pending.append(entry)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+        self.flush()
+
+    def flush(self) -> None:
+        batch: list[LogEntry] = []
+        pending = self._pending
+        while pending and len(batch) < 50_000:
+            batch.append(pending.popleft())
+        if batch:
+            with self._lock:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT INTO queries (ts, client, qname, qtype, verdict, rule, list, upstream,"
+                    " latency_ms, rcode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    batch,
+                )
+                self._db.execute("COMMIT")
+            self.written += len(batch)
+        now = time.time()
+        if now - self._last_prune > 3600:
+            self._last_prune = now
+            with self._lock:
+                self._db.execute("DELETE FROM queries WHERE ts < ?", (now - self.retention_s,))
+
+    def recent(self, limit: int = 100) -> list[LogEntry]:
+        """Newest first (for the CLI and tests; the web UI queries the table itself)."""
+        self.flush()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT ts, client, qname, qtype, verdict, rule, list, upstream, latency_ms, rcode"
+                " FROM queries ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [LogEntry(*r) for r in rows]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._db.close()
