@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.checks import Checker, suggest
+from policies.dns_section import parse_dns
 from policies.errors import PolicyLoadError, PolicyValidationError, Problem
 from policies.feeds import load_feed
 from policies.model import SCHEMA_VERSION, Policy
@@ -27,7 +28,7 @@ from policies.objects import (
 from policies.sections import Names, parse_defaults, parse_rules
 from policies.yaml_source import load_yaml
 
-RESERVED_SECTIONS = ("dns", "web_filter")
+RESERVED_SECTIONS = ("web_filter",)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ def _build(ck: Checker, data: Any, base_dir: Path, read_feed: FeedReader) -> Pol
                 )
     management = parse_management(ck, top.get("management"), names)
     offload, counters = _options(ck, top.get("options"))
+    dns = parse_dns(ck, top.get("dns"), base_dir)
     reserved = {}
     for section in RESERVED_SECTIONS:
         if section in top:
@@ -149,6 +151,7 @@ def _build(ck: Checker, data: Any, base_dir: Path, read_feed: FeedReader) -> Pol
         management=management,
         offload=offload,
         counters=counters,
+        dns=dns,
         reserved=reserved,
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from policies.dns_section import DnsSettings
 from policies.intervals import Interval
 
 SCHEMA_VERSION = 1
@@ -197,7 +198,8 @@ class Policy:
     management: Management
     offload: Literal["auto", "on", "off"] = "auto"
     counters: bool = True
-    # Sections owned by later features (resolver, web filtering), kept verbatim until then.
+    dns: DnsSettings | None = None
+    # Sections owned by later features (web filtering), kept verbatim until then.
     reserved: dict[str, Any] = field(default_factory=dict)
 
     def default_for(self, src: str, dst: str) -> Default:

@@ -203,6 +203,68 @@ OBJECTS: dict[str, JSON] = {
     ),
 }
 
+_DNS_LISTS = {
+    "type": "object",
+    "propertyNames": {"pattern": NAME_PATTERN},
+    "additionalProperties": {"$ref": "#/$defs/dns_list"},
+}
+_DOMAINS = _one_or_many(_s("domain name"), "domain names")
+OBJECTS.update(
+    {
+        "dns_list": _obj(
+            {
+                "files": _one_or_many(_s("list file, relative to the policy"), "list files"),
+                "urls": _one_or_many(_s("http(s) URL, refreshed in the background"), "list URLs"),
+            }
+        ),
+        "block_page": _obj({"ipv4": _s("IPv4 address"), "ipv6": _s("IPv6 address")}),
+        "dns_rate_limit": _obj(
+            {
+                "rate": {"type": "number", "description": "queries per second per client"},
+                "burst": {"type": "number", "description": "burst per client"},
+                "action": {"enum": ["refuse", "drop"]},
+            }
+        ),
+        "dns_query_log": _obj(
+            {
+                "enabled": {"type": "boolean"},
+                "retention_days": {"type": "number", "description": "days kept"},
+            }
+        ),
+        "dns": _obj(
+            {
+                "listen": _one_or_many(_s("address:port"), "where the resolver answers"),
+                "upstreams": _one_or_many(
+                    _s("host:port, udp://, tcp:// or tls://host:853#name"), "upstream servers"
+                ),
+                "blocklists": _DNS_LISTS,
+                "allowlists": _DNS_LISTS,
+                "block": _DOMAINS,
+                "allow": _DOMAINS,
+                "block_mode": {"enum": ["nxdomain", "null", "ip", "refused"]},
+                "block_ttl": {"type": "integer", "minimum": 0, "maximum": 86400},
+                "block_page": {"$ref": "#/$defs/block_page"},
+                "local_records": {
+                    "type": "object",
+                    "description": "name -> {A: ..., AAAA: ..., CNAME: ...}",
+                    "additionalProperties": {"type": "object"},
+                },
+                "forward_zones": {
+                    "type": "object",
+                    "description": "domain -> servers (conditional forwarding)",
+                    "additionalProperties": _one_or_many(_s("server"), "servers"),
+                },
+                "rate_limit": {"$ref": "#/$defs/dns_rate_limit"},
+                "rebinding_protection": {"type": "boolean"},
+                "rebind_allow": _DOMAINS,
+                "cache_size": {"type": "integer", "minimum": 0},
+                "query_log": {"$ref": "#/$defs/dns_query_log"},
+            },
+            description="the DNS filtering resolver",
+        ),
+    }
+)
+
 TOP_LEVEL: JSON = _obj(
     {
         "version": {"const": 1, "description": "policy schema version"},
@@ -237,7 +299,7 @@ TOP_LEVEL: JSON = _obj(
         "nat": {"$ref": "#/$defs/nat"},
         "management": {"$ref": "#/$defs/management"},
         "options": {"$ref": "#/$defs/options"},
-        "dns": {"type": "object", "description": "reserved for the DNS resolver"},
+        "dns": {"$ref": "#/$defs/dns"},
         "web_filter": {"type": "object", "description": "reserved for web filtering"},
     },
     required=("version", "site", "zones"),
