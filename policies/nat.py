@@ -102,6 +102,12 @@ def _port_forward(
     comment = ck.text(data.get("comment", ""), (*path, "comment"), max_len=96) or ""
     if not ok or ports is None:
         return None
+    if hairpin and sources is not None:
+        ck.warn(
+            (*path, "hairpin"),
+            "hairpin applies the 'from' restriction too: inside hosts reach the forward only "
+            "if 'from' lists them",
+        )
     family: Literal[4, 6] = 4 if addr.version == 4 else 6
     if sources is not None and not sources.of(family):
         ck.error((*path, "from"), f"no IPv{family} source addresses for an IPv{family} target")

@@ -32,6 +32,10 @@ _ICMPV6_INPUT = (
     "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, "
     "nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept"
 )
+_ICMPV6_OUTPUT = (
+    "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, "
+    "mld-listener-report, mld2-listener-report } accept"
+)
 _ICMPV6_FORWARD = (
     "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } "
     "accept"
@@ -220,20 +224,19 @@ class Layout:
         )
         comment = f'comment "forward {pf.name}{": " + pf.comment if pf.comment else ""}"'
         dnat = f"dnat {IP[fam]} to {target} {comment}"
-        pre = [
-            f"iifname {quoted(self._zone_ifaces(pf.zones))} {nfproto}{src} {proto} {dport} {dnat}"
-        ]
+        # Only traffic addressed to the box's own outside address is forwarded: without this
+        # match a packet routed *through* the box to an inside host on that port would be
+        # rewritten to the forward's target too.
+        outside = [a.address for z in pf.zones for a in self.p.zone(z).addresses if a.family == fam]
+        daddr = f"{IP[fam]} daddr {anonymous(outside)}" if outside else "fib daddr type local"
+        match = f"{nfproto} {daddr}{src} {proto} {dport}"
+        pre = [f"iifname {quoted(self._zone_ifaces(pf.zones))} {match} {dnat}"]
         post: list[str] = []
         if pf.hairpin_zones:
-            outside = [
-                f"{a.address}"
-                for z in pf.zones
-                for a in self.p.zone(z).addresses
-                if a.family == fam
-            ]
-            daddr = f"{IP[fam]} daddr {anonymous(outside)}" if outside else "fib daddr type local"
+            # From inside, the same forward (sources included) via the outside address;
+            # masquerade so the target answers through the box, not directly.
             hp_ifaces = quoted(self._zone_ifaces(pf.hairpin_zones))
-            pre.append(f"iifname {hp_ifaces} {daddr} {proto} {dport} {dnat}")
+            pre.append(f"iifname {hp_ifaces} {match} {dnat}")
             to_ports = str(pf.to_port) if pf.to_port is not None else dport
             post.append(
                 f"iifname {hp_ifaces} {IP[fam]} daddr {pf.to_address} {proto} {to_ports} "
@@ -339,7 +342,13 @@ class Layout:
         lines += _base("forward", "filter hook forward priority filter; policy drop;", fwd_body)
         out_body = [*self._blocklist_lines("outbound")]
         if out_map:
-            out_body += ['oif "lo" accept', _CT_FAST_PATH, *_vmap("oifname", out_map)]
+            # Neighbour discovery is untracked: accept it before the zone defaults can drop it.
+            out_body += [
+                'oif "lo" accept',
+                _CT_FAST_PATH,
+                _ICMPV6_OUTPUT,
+                *_vmap("oifname", out_map),
+            ]
         lines += _base("output", "filter hook output priority filter; policy accept;", out_body)
         for chain in pair_chains:
             lines += chain
