@@ -9,7 +9,8 @@ Layout (the structure of well-made hand-written rulesets, e.g. OpenWrt fw4):
   linear walk through every rule;
 * groups and block lists are named interval sets, merged beforehand (nft rejects
   overlapping intervals, and merged sets load about twice as fast);
-* block lists drop at ``prerouting`` priority raw, before conntrack spends memory on them;
+* block lists are checked right after the conntrack fast path, so established traffic never
+  pays their set lookups and only connection attempts do;
 * schedules are ``meta day``/``meta hour`` in UTC (see ``schedule``).
 
 No I/O, no subprocess: the applier in ``appliance`` is the only code that talks to nft.
