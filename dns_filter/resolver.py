@@ -1,0 +1,361 @@
+"""The resolver's decisions: what to answer, from where. No sockets here.
+
+``handle`` is the synchronous hot path the server calls for every packet: parse the
+question from the wire bytes, check the client, answer blocked, local and cached names from
+prebuilt bytes. Only a cache miss becomes a ``Pending`` that the server resolves with
+``resolve`` (upstream, CNAME and rebinding checks, caching) on its event loop.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from dnslib import EDNS0, QTYPE, DNSRecord
+
+from dns_filter import wire
+from dns_filter.cache import DnsCache
+from dns_filter.errors import UpstreamError, WireError
+from dns_filter.metrics import Metrics
+from dns_filter.querylog import LogEntry, QueryLog
+from dns_filter.ratelimit import ClientRateLimiter
+from dns_filter.upstream import UpstreamPool, UpstreamSpec
+
+BlockMode = Literal["nxdomain", "null", "ip", "refused"]
+DEFAULT_CLIENT_NETWORKS = (
+    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+    "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10",
+)  # fmt: skip
+# Answers that point into a private network: a public name resolving here is a DNS
+# rebinding attack (a web page turning the browser against the office's own devices).
+PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8", "10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+        "192.168.0.0/16", "100.64.0.0/10", "::/128", "::1/128", "fc00::/7", "fe80::/10",
+    )
+)  # fmt: skip
+TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_PTR, TYPE_ANY = 1, 28, 5, 12, 255
+LOCAL_TTL = 60
+
+
+class Match(Protocol):
+    verdict: str
+    list_name: str
+    rule: str
+
+
+class DomainMatcher(Protocol):
+    def match(self, qname: str) -> Match | None: ...
+
+
+@dataclass(frozen=True)
+class ResolverConfig:
+    upstreams: tuple[str, ...]
+    block_mode: BlockMode = "nxdomain"
+    block_ttl: int = 10
+    block_ipv4: str | None = None
+    block_ipv6: str | None = None
+    client_networks: tuple[str, ...] = DEFAULT_CLIENT_NETWORKS
+    rate_limit: float | None = 200.0
+    rate_burst: float = 1000.0
+    rate_limit_action: Literal["refuse", "drop"] = "refuse"
+    rate_limit_loopback: bool = False  # the box itself (and benchmarks) are not limited
+    rebinding_protection: bool = True
+    rebind_allow: tuple[str, ...] = ()
+    local_records: tuple[tuple[str, str, str], ...] = ()  # (name, "A"|"AAAA"|"CNAME", value)
+    forward_zones: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    cache_size: int = 10_000
+    min_ttl: int = 0
+    max_ttl: int = 86_400
+    negative_ttl: int = 300
+    stale_window: int = 86_400
+    timeout: float = 2.0
+    attempt_timeout: float = 0.8
+
+
+@dataclass(slots=True)
+class Pending:
+    """A query that needs an upstream; the server awaits ``Resolver.resolve`` for it."""
+
+    query: wire.Query
+    client: str
+    tcp: bool
+    started: float
+
+
+def _suffixes(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[i:]) for i in range(len(parts))]
+
+
+def _in_domains(name: str, domains: frozenset[str]) -> bool:
+    return any(s in domains for s in _suffixes(name)) if domains else False
+
+
+def _truncated(q: wire.Query, response: bytes) -> bytes:
+    """Header + question with TC set: the client retries over TCP (RFC 1035 4.2.1)."""
+    flags = struct.unpack_from("!H", response, 2)[0] | 0x0200
+    return struct.pack("!HHHHHH", q.id, flags, 1, 0, 0, 0) + q.raw[12 : q.question_end]
+
+
+@dataclass
+class Resolver:
+    config: ResolverConfig
+    matcher: DomainMatcher  # replaced whole when lists reload (one reference swap)
+    log: QueryLog | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    clock: Callable[[], float] = time.monotonic
+    wallclock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.cache = DnsCache(
+            max_entries=c.cache_size,
+            min_ttl=c.min_ttl,
+            max_ttl=c.max_ttl,
+            negative_ttl=c.negative_ttl,
+            stale_window=c.stale_window,
+            clock=self.clock,
+        )
+        self.networks = [ipaddress.ip_network(n) for n in c.client_networks]
+        self._clients: dict[str, bool] = {}
+        self._verdicts: dict[str, Match | None] = {}
+        self._matcher_seen: DomainMatcher = self.matcher
+        self.limiter = ClientRateLimiter(c.rate_limit, c.rate_burst) if c.rate_limit else None
+        self.rebind_allow = frozenset(c.rebind_allow)
+        self.local = self._local_records()
+        self.local_names = frozenset(n for n, _ in self.local)
+        self.pool = UpstreamPool(
+            [UpstreamSpec.parse(u) for u in c.upstreams],
+            timeout=c.timeout,
+            attempt_timeout=c.attempt_timeout,
+        )
+        self.zone_pools = {
+            zone: UpstreamPool([UpstreamSpec.parse(u) for u in servers], timeout=c.timeout)
+            for zone, servers in c.forward_zones
+        }
+
+    # -- static data -------------------------------------------------------------------------
+    def _local_records(self) -> dict[tuple[str, int], list[tuple[int, int, bytes]]]:
+        """Answers for office hosts, with PTR records derived from their addresses."""
+        out: dict[tuple[str, int], list[tuple[int, int, bytes]]] = {}
+        for name, rtype, value in self.config.local_records:
+            if rtype == "CNAME":
+                rec = (TYPE_CNAME, LOCAL_TTL, wire.encode_name(value))
+                for qtype in (TYPE_A, TYPE_AAAA, TYPE_CNAME):
+                    out.setdefault((name, qtype), []).append(rec)
+                continue
+            qtype = TYPE_A if rtype == "A" else TYPE_AAAA
+            family = socket.AF_INET if rtype == "A" else socket.AF_INET6
+            out.setdefault((name, qtype), []).append(
+                (qtype, LOCAL_TTL, socket.inet_pton(family, value))
+            )
+            reverse = ipaddress.ip_address(value).reverse_pointer
+            out.setdefault((reverse, TYPE_PTR), []).append(
+                (TYPE_PTR, LOCAL_TTL, wire.encode_name(name))
+            )
+        return out
+
+    # -- the hot path ------------------------------------------------------------------------
+    def _client_allowed(self, client: str) -> bool:
+        allowed = self._clients.get(client)
+        if allowed is None:
+            try:
+                ip = ipaddress.ip_address(client.split("%", 1)[0])
+                allowed = any(ip in net for net in self.networks)
+            except ValueError:
+                allowed = False
+            if len(self._clients) > 65_536:
+                self._clients.clear()
+            self._clients[client] = allowed
+        return allowed
+
+    def _match(self, qname: str) -> Match | None:
+        if self.matcher is not self._matcher_seen:  # lists were reloaded
+            self._verdicts = {}
+            self._matcher_seen = self.matcher
+        try:
+            return self._verdicts[qname]
+        except KeyError:
+            pass
+        found = self.matcher.match(qname)
+        if len(self._verdicts) > 200_000:
+            self._verdicts = {}
+        self._verdicts[qname] = found
+        return found
+
+    def blocked_answer(self, q: wire.Query) -> bytes:
+        c = self.config
+        if c.block_mode == "nxdomain":
+            return wire.nxdomain(q, c.block_ttl)
+        if c.block_mode == "null":
+            return wire.null_answer(q, c.block_ttl)
+        if c.block_mode == "ip":
+            return wire.address_answer(q, c.block_ttl, c.block_ipv4, c.block_ipv6)
+        return wire.refused(q)
+
+    def _record(
+        self,
+        q: wire.Query,
+        client: str,
+        verdict: str,
+        response: bytes,
+        started: float,
+        rule: str | None = None,
+        list_name: str | None = None,
+        upstream: str | None = None,
+    ) -> None:
+        self.metrics.answered(verdict, q.qtype)
+        if self.log is not None:
+            self.log.log(
+                LogEntry(
+                    self.wallclock(), client, q.qname, q.qtype, verdict, rule, list_name,
+                    upstream, (self.clock() - started) * 1000.0, response[3] & 0x0F,
+                )
+            )  # fmt: skip
+
+    def handle(self, data: bytes, client: str, tcp: bool = False) -> bytes | Pending | None:
+        """Answer now (bytes), drop (None), or ask the server to resolve upstream (Pending)."""
+        started = self.clock()
+        if not self._client_allowed(client):
+            return None  # never an open resolver: strangers get nothing, not even REFUSED
+        try:
+            q = wire.parse_query(data)
+        except WireError:
+            self.metrics.answered("formerr", 0)
+            return wire.formerr(data)
+        exempt = not self.config.rate_limit_loopback and (
+            client.startswith("127.") or client == "::1"
+        )
+        if self.limiter is not None and not exempt and not self.limiter.allow(client, started):
+            if self.config.rate_limit_action == "drop":
+                self.metrics.answered("ratelimited", q.qtype)
+                return None
+            response = wire.refused(q)
+            self._record(q, client, "ratelimited", response, started)
+            return response
+        if q.qtype == TYPE_ANY:
+            response = wire.rfc8482_any(q, 3600)
+            self._record(q, client, "any-refused", response, started)
+            return response
+        if q.qclass != 1:
+            response = wire.refused(q)
+            self._record(q, client, "refused", response, started)
+            return response
+        if q.qname in self.local_names:
+            records = self.local.get((q.qname, q.qtype))
+            response = wire.local_answer(q, records) if records else wire.nodata(q, LOCAL_TTL)
+            self._record(q, client, "local", response, started)
+            return response
+        found = self._match(q.qname)
+        if found is not None and found.verdict == "block":
+            response = self.blocked_answer(q)
+            self._record(q, client, "blocked", response, started, found.rule, found.list_name)
+            return response
+        cached = self.cache.get((q.qname, q.qtype, q.qclass, q.do), q.id)
+        if cached is not None:
+            if not tcp and len(cached) > max(512, q.edns_size or 512):
+                cached = _truncated(q, cached)
+            self._record(q, client, "cached", cached, started)
+            return cached
+        return Pending(q, client, tcp, started)
+
+    # -- the upstream path -------------------------------------------------------------------
+    def _pool_for(self, qname: str) -> UpstreamPool:
+        for suffix in _suffixes(qname):
+            pool = self.zone_pools.get(suffix)
+            if pool is not None:
+                return pool
+        return self.pool
+
+    def _inspect(self, q: wire.Query, response: bytes) -> tuple[str, str | None, str | None]:
+        """(verdict, rule, list): block CNAME targets on a list and rebinding answers."""
+        try:
+            record = DNSRecord.parse(response)
+        except Exception:  # an upstream's garbage: pass it on uncached, let the client judge
+            return "allowed", None, None
+        for rr in record.rr:
+            if rr.rtype == QTYPE.CNAME:
+                target = str(rr.rdata.label).rstrip(".").lower()
+                found = self._match(target)
+                if found is not None and found.verdict == "block":
+                    return "blocked", f"cname {target}: {found.rule}", found.list_name
+            elif (
+                rr.rtype in (QTYPE.A, QTYPE.AAAA)
+                and self.config.rebinding_protection
+                and not _in_domains(q.qname, self.rebind_allow)
+            ):
+                ip = ipaddress.ip_address(str(rr.rdata))
+                if any(ip in net for net in PRIVATE_NETWORKS if net.version == ip.version):
+                    return "blocked", f"rebinding: {ip}", None
+        return "allowed", None, None
+
+    async def resolve(self, pending: Pending) -> bytes:
+        q, started = pending.query, pending.started
+        key = (q.qname, q.qtype, q.qclass, q.do)
+        pool = self._pool_for(q.qname)
+        try:
+            response, upstream = await pool.query(q.raw)
+        except (TimeoutError, UpstreamError, OSError):
+            stale = self.cache.get_stale(key, q.id)
+            if stale is not None:
+                self._record(q, pending.client, "stale", stale, started)
+                return (
+                    stale
+                    if pending.tcp or len(stale) <= max(512, q.edns_size or 512)
+                    else _truncated(q, stale)
+                )
+            response = wire.servfail(q)
+            self._record(q, pending.client, "servfail", response, started)
+            return response
+        self.metrics.upstream_latency((self.clock() - started) * 1000.0)
+        verdict, rule, list_name = self._inspect(q, response)
+        if verdict == "blocked":
+            blocked = self.blocked_answer(q)
+            self._record(
+                q,
+                pending.client,
+                "blocked",
+                blocked,
+                started,
+                rule,
+                list_name,
+                upstream.spec.address,
+            )
+            return blocked
+        self.cache.put(key, response)
+        response = wire.with_id(response, q.id)
+        self._record(
+            q, pending.client, "allowed", response, started, upstream=upstream.spec.address
+        )
+        if not pending.tcp and len(response) > max(512, q.edns_size or 512):
+            return _truncated(q, response)
+        return response
+
+    async def prefetch(self, limit: int = 50) -> int:
+        """Refresh popular entries before they expire, so clients keep hitting the cache."""
+        done = 0
+        for qname, qtype, qclass, do in self.cache.due_for_prefetch()[:limit]:
+            record = DNSRecord.question(qname, QTYPE.get(qtype, "A"))
+            if do:
+                record.add_ar(EDNS0(flags="do", udp_len=1232))
+            try:
+                response, _ = await self._pool_for(qname).query(bytes(record.pack()))
+            except (UpstreamError, OSError, WireError):
+                continue
+            q = wire.parse_query(bytes(record.pack()))
+            if self._inspect(q, response)[0] == "allowed":
+                self.cache.put((qname, qtype, qclass, do), response)
+                done += 1
+        return done
+
+    async def close(self) -> None:
+        await self.pool.close()
+        for pool in self.zone_pools.values():
+            await pool.close()
