@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from appliance.commands import add_engine_commands
+from appliance.dns_cmd import add_dns_commands
 from policies.compiler import Ruleset, Target, compile_policy
 from policies.errors import PolicyError, PolicyLoadError, PolicyValidationError
 from policies.loader import LoadedPolicy, load_policy
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compile)
     policy_cmd("explain", "say in plain words what a policy does").set_defaults(func=cmd_explain)
     add_engine_commands(sub)
+    add_dns_commands(sub)
     p = sub.add_parser("lab", help="the network-namespace lab (demo, up, down)")
     p.add_argument("action", choices=["demo", "up", "down"])
     p.add_argument("--prefix", default="eglab", help="namespace name prefix")

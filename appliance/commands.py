@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import getpass
 import os
 import signal
@@ -10,13 +12,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 
+from appliance.dns_service import resolver_for
 from appliance.engine import AdminAccess, Engine
 from appliance.errors import ApplianceError
 from appliance.nft import LibNftables
 from appliance.store import ConfigStore
+from dns_filter.errors import DnsFilterError
+from dns_filter.server import DnsServer
 from policies.errors import PolicyError, PolicyValidationError
+from policies.loader import parse_policy
+from policies.model import Policy
 
 DEFAULT_STATE_DIR = Path(os.environ.get("EDGEGUARD_STATE", "/var/lib/edgeguard"))
 
@@ -139,28 +145,55 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-_stop = False
-
-
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    del signum, frame
-    global _stop
-    _stop = True
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    """Boot: enforce the last known good policy, then keep the confirm timer."""
+    """Boot: enforce the last known good policy, then serve DNS and keep the confirm timer."""
     engine = engine_for(args)
     print(f"EdgeGuard controller: state in {args.state_dir}", flush=True)
     print(engine.boot(args.policy), flush=True)
     if args.once:
         return 0
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    while not _stop:
-        if engine.expire():
+    live = engine.store.live()
+    policy = None
+    if live is not None:
+        base = args.policy.parent if args.policy else args.state_dir
+        try:
+            policy = parse_policy(
+                engine.store.texts(live.id)[0], "live-policy", base_dir=base
+            ).policy
+        except PolicyError as exc:
+            print(f"live policy does not parse any more ({exc}); not starting DNS", flush=True)
+    return asyncio.run(_serve(engine, policy, args.state_dir))
+
+
+async def _serve(engine: Engine, policy: Policy | None, state_dir: Path) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = resolver = None
+    if policy is not None and policy.dns is not None:
+        try:
+            resolver, listen, lines = resolver_for(policy, state_dir)
+            for line in lines:
+                print(line, flush=True)
+            server = DnsServer(resolver, listen)
+            await server.start()
+            where = ", ".join(f"{h}:{p}" for h, p in server.bound)
+            print(f"resolver answering on {where}", flush=True)
+        except (OSError, ValueError, DnsFilterError) as exc:
+            print(f"DNS not started: {exc}", flush=True)
+            engine.store.event("dns-error", str(exc))
+    while not stop.is_set():
+        if engine.expire():  # a lock and one SELECT: fine on the loop
             print("an unconfirmed apply passed its deadline: rolled back", flush=True)
-        time.sleep(0.5)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    if server is not None:
+        await server.stop()
+    if resolver is not None:
+        await resolver.close()
+        if resolver.log is not None:
+            resolver.log.close()
     return 0
 
 

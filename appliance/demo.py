@@ -26,7 +26,7 @@ FLOWS: list[tuple[str, str, Probe]] = [
         Probe("tcp", "198.51.100.10", 80, timeout=0.5),
     ),
     ("LAN -> web server (IPv6)", "lan", Probe("tcp", "2001:db8:100::10", 443, timeout=0.5)),
-    ("LAN -> DNS on the internet (udp)", "lan", Probe("udp", "198.51.100.10", 53, timeout=0.5)),
+    ("LAN -> NTP on the internet (udp)", "lan", Probe("udp", "198.51.100.10", 123, timeout=0.5)),
     ("LAN -> host on a block list", "lan", Probe("tcp", "198.51.100.66", 80, timeout=0.5)),
     ("LAN -> NAS in the DMZ (https)", "lan", Probe("tcp", "192.0.2.170", 443, timeout=0.5)),
     (
@@ -37,10 +37,38 @@ FLOWS: list[tuple[str, str, Probe]] = [
     ("LAN admin -> DMZ ssh", "lan", Probe("tcp", "192.0.2.170", 22, src="192.0.2.10", timeout=0.5)),
     ("internet -> port forward 8443 (NAS)", "inet", Probe("tcp", "203.0.113.2", 8443, timeout=0.5)),
     ("internet -> the box's ssh", "inet", Probe("tcp", "203.0.113.2", 22, timeout=0.5)),
+    (
+        "LAN asks the box: www.example.com",
+        "lan",
+        Probe("dns", "192.0.2.1", 53, qname="www.example.com"),
+    ),
+    (
+        "LAN asks the box: tracker.example.net",
+        "lan",
+        Probe("dns", "192.0.2.1", 53, qname="tracker.example.net"),
+    ),
+    (
+        "LAN asks: ads.example.net (CNAME to tracker)",
+        "lan",
+        Probe("dns", "192.0.2.1", 53, qname="ads.example.net"),
+    ),
+    (
+        "LAN asks: nas.office.lan (local record)",
+        "lan",
+        Probe("dns", "192.0.2.1", 53, qname="nas.office.lan"),
+    ),
+    (
+        "box 127.0.0.1:5353: c2.badnet.example",
+        "router",
+        Probe("dns", "127.0.0.1", 5353, qname="c2.badnet.example"),
+    ),
 ]
 
 
-def _verdict(result: ProbeResult) -> str:
+def _verdict(result: ProbeResult, probe: Probe) -> str:
+    if probe.kind == "dns" and result.ok:
+        blocked = result.seen_as in ("NXDOMAIN", "REFUSED", "0.0.0.0")
+        return f"{'BLOCKED' if blocked else 'ANSWERED'} ({result.seen_as})"
     if result.ok:
         seen = f" (server saw {result.seen_as})" if result.seen_as else ""
         return f"ALLOWED{seen}"
@@ -56,6 +84,12 @@ def run_demo(
         shutil.rmtree(state_dir)  # every demo starts from a first boot
     with Lab.up(prefix) as lab:
         lab.start_servers()
+        upstream = netns.popen(
+            lab.ns("inet"),
+            [sys.executable, "-m", "appliance.labdns", "--listen", "198.51.100.10"],
+            stdout=subprocess.DEVNULL,
+            stderr=None,
+        )
         print(f"lab up: namespaces {', '.join(lab.namespaces)}", flush=True)
         controller = netns.popen(
             lab.ns("router"),
@@ -87,12 +121,13 @@ def run_demo(
                     by_role.setdefault(role, []).append((label, probe))
                 for role, items in by_role.items():
                     results = lab.probe(role, [p for _, p in items])
-                    for (label, _), res in zip(items, results, strict=True):
-                        print(f"  {label:<42} {_verdict(res)}", flush=True)
+                    for (label, probe), res in zip(items, results, strict=True):
+                        print(f"  {label:<46} {_verdict(res, probe)}", flush=True)
                 time.sleep(interval)
         except KeyboardInterrupt:
             print("\nstopping", flush=True)
         finally:
+            upstream.terminate()
             controller.terminate()
             try:
                 controller.wait(timeout=5)

@@ -41,7 +41,7 @@ from typing import Any, Literal
 __all__ = ["Kind", "Outcome", "Probe", "ProbeResult", "main", "run_batch", "run_probe"]
 
 Outcome = Literal["open", "refused", "unreachable", "timeout", "error"]
-Kind = Literal["tcp", "udp", "icmp"]
+Kind = Literal["tcp", "udp", "icmp", "dns"]
 
 # EACCES is how Linux reports ICMPv6 "administratively prohibited" to a connecting socket.
 _UNREACH_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES}
@@ -59,12 +59,13 @@ class Probe:
     port: int = 0
     src: str | None = None
     timeout: float = 1.0
+    qname: str | None = None  # for "dns": the name to ask for (type A)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Probe:
         """Build from the JSON form, rejecting unknown kinds early with a clear message."""
         kind = data["kind"]
-        if kind not in ("tcp", "udp", "icmp"):
+        if kind not in ("tcp", "udp", "icmp", "dns"):
             raise ValueError(f"unknown probe kind {kind!r}")
         return cls(
             kind=kind,
@@ -72,6 +73,7 @@ class Probe:
             port=int(data.get("port", 0)),
             src=None if data.get("src") is None else str(data["src"]),
             timeout=float(data.get("timeout", 1.0)),
+            qname=None if data.get("qname") is None else str(data["qname"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,6 +215,25 @@ def _probe_udp(probe: Probe) -> ProbeResult:
     return _result("open", seen_as=data.decode(errors="replace").strip() or None)
 
 
+def _probe_dns(probe: Probe) -> ProbeResult:
+    """A DNS query over UDP; ``seen_as`` is the answer: addresses, or the RCODE's name."""
+    from dnslib import RCODE, DNSRecord
+
+    query = DNSRecord.question(probe.qname or "example.com", "A")
+    with socket.socket(_family(probe.dst), socket.SOCK_DGRAM) as sock:
+        _bind_src(sock, probe)
+        _recverr(sock)
+        sock.settimeout(probe.timeout)
+        try:
+            sock.connect((probe.dst, probe.port or 53))
+            sock.send(query.pack())
+            reply = DNSRecord.parse(sock.recv(4096))
+        except OSError as exc:
+            return _from_oserror(exc)
+    answers = [str(rr.rdata) for rr in reply.rr if rr.rtype == 1]
+    return _result("open", seen_as=", ".join(answers) or RCODE.get(reply.header.rcode))
+
+
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
@@ -289,6 +310,8 @@ def run_probe(probe: Probe) -> ProbeResult:
             result = _probe_tcp(probe)
         elif probe.kind == "udp":
             result = _probe_udp(probe)
+        elif probe.kind == "dns":
+            result = _probe_dns(probe)
         else:
             result = _probe_icmp(probe)
     except Exception as exc:  # a malformed probe must not sink the whole batch

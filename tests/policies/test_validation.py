@@ -826,7 +826,9 @@ def test_valid_policy_with_a_warning_still_loads() -> None:
     loaded = load(BASE + "web_filter:\n  groups: {}\n")
     (w,) = loaded.warnings
     assert w.severity == "warning"
-    assert_problem(w, at(2, 3), "web_filter", "the 'web_filter' section is accepted but not enforced")
+    assert_problem(
+        w, at(2, 3), "web_filter", "the 'web_filter' section is accepted but not enforced"
+    )
     assert loaded.policy.reserved == {"web_filter": {"groups": {}}}
 
 

@@ -1,0 +1,93 @@
+"""The policy's resolver: DnsSettings (from the policy) -> a configured Resolver.
+
+Used by ``edgeguard run``: the controller enforces the ruleset first, then starts the
+resolver with the policy's ``dns:`` section. Client networks default to the box's inside
+zones (never the masquerade/WAN zones) plus loopback, so it is never an open resolver.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from dns_filter.matcher import Matcher
+from dns_filter.querylog import QueryLog
+from dns_filter.resolver import Resolver, ResolverConfig
+from dns_filter.server import ListenAddress
+from policies.model import Policy
+
+
+def _inside_zones(policy: Policy) -> list[str]:
+    return [z.name for z in policy.zones if z.name not in policy.nat.masquerade]
+
+
+def listen_addresses(policy: Policy) -> list[ListenAddress]:
+    dns = policy.dns
+    assert dns is not None
+    if dns.listen:
+        return [ListenAddress.parse(a) for a in dns.listen]
+    return [
+        ListenAddress(a.address, 53)
+        for z in policy.zones
+        if z.name in _inside_zones(policy)
+        for a in z.addresses
+    ]
+
+
+def client_networks(policy: Policy) -> tuple[str, ...]:
+    nets = ["127.0.0.0/8", "::1/128"]
+    for z in policy.zones:
+        if z.name in _inside_zones(policy):
+            for a in z.addresses:
+                nets.append(str(ipaddress.ip_interface(f"{a.address}/{a.prefix}").network))
+    return tuple(nets)
+
+
+def build_matcher(policy: Policy) -> tuple[Matcher, list[str]]:
+    """Every list of the dns section, and one line per list saying what it held."""
+    dns = policy.dns
+    assert dns is not None
+    matcher = Matcher()
+    lines: list[str] = []
+    for kind, lists in (("block", dns.blocklists), ("allow", dns.allowlists)):
+        for dns_list in lists:
+            for i, file in enumerate(dns_list.files):
+                name = dns_list.name if i == 0 else f"{dns_list.name}/{file.name}"
+                summary = matcher.add_list(name, file, kind=kind)
+                lines.append(f"{kind} list {name} ({file.name}): {summary}")
+    if dns.block:
+        matcher.add_list("policy-block", list(dns.block), kind="block")
+    if dns.allow:
+        matcher.add_list("policy-allow", list(dns.allow), kind="allow")
+    return matcher, lines
+
+
+def resolver_for(
+    policy: Policy, state_dir: Path
+) -> tuple[Resolver, list[ListenAddress], list[str]]:
+    dns = policy.dns
+    if dns is None or not dns.upstreams:
+        raise ValueError("the policy's dns section needs at least one upstream")
+    matcher, lines = build_matcher(policy)
+    config = ResolverConfig(
+        upstreams=dns.upstreams,
+        block_mode=dns.block_mode,
+        block_ttl=dns.block_ttl,
+        block_ipv4=dns.block_ipv4,
+        block_ipv6=dns.block_ipv6,
+        client_networks=client_networks(policy),
+        rate_limit=dns.rate_limit,
+        rate_burst=dns.rate_burst,
+        rate_limit_action=dns.rate_limit_action,
+        rebinding_protection=dns.rebinding_protection,
+        rebind_allow=dns.rebind_allow,
+        local_records=dns.local_records,
+        forward_zones=dns.forward_zones,
+        cache_size=dns.cache_size,
+    )
+    log = (
+        QueryLog(state_dir / "querylog.db", retention_days=dns.log_retention_days)
+        if dns.query_log
+        else None
+    )
+    return Resolver(config, matcher, log=log), listen_addresses(policy), lines
