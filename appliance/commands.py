@@ -19,7 +19,9 @@ from appliance.errors import ApplianceError
 from appliance.nft import LibNftables
 from appliance.store import ConfigStore
 from dns_filter.errors import DnsFilterError
+from dns_filter.resolver import Resolver
 from dns_filter.server import DnsServer
+from dns_filter.updater import ListUpdater
 from policies.errors import PolicyError, PolicyValidationError
 from policies.loader import parse_policy
 from policies.model import Policy
@@ -170,16 +172,19 @@ async def _serve(engine: Engine, policy: Policy | None, state_dir: Path) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = resolver = None
+    server: DnsServer | None = None
+    resolver: Resolver | None = None
+    updater: ListUpdater | None = None
     if policy is not None and policy.dns is not None:
         try:
-            resolver, listen, lines = resolver_for(policy, state_dir)
+            resolver, listen, lines, updater = resolver_for(policy, state_dir)
             for line in lines:
                 print(line, flush=True)
             server = DnsServer(resolver, listen)
             await server.start()
             where = ", ".join(f"{h}:{p}" for h, p in server.bound)
             print(f"resolver answering on {where}", flush=True)
+            updater.start()
         except (OSError, ValueError, DnsFilterError) as exc:
             print(f"DNS not started: {exc}", flush=True)
             engine.store.event("dns-error", str(exc))
@@ -188,6 +193,8 @@ async def _serve(engine: Engine, policy: Policy | None, state_dir: Path) -> int:
             print("an unconfirmed apply passed its deadline: rolled back", flush=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
+    if updater is not None:
+        updater.stop()
     if server is not None:
         await server.stop()
     if resolver is not None:

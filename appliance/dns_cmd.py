@@ -10,14 +10,17 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+from dns_filter.errors import DnsFilterError
 from dns_filter.matcher import Matcher
 from dns_filter.querylog import QueryLog
 from dns_filter.resolver import DEFAULT_CLIENT_NETWORKS, Resolver, ResolverConfig
 from dns_filter.server import DnsServer, ListenAddress
+from dns_filter.updater import ListSource, ListUpdater
 
 
 def build_matcher(blocklists: list[Path], allowlists: list[Path], out: list[str]) -> Matcher:
@@ -25,7 +28,7 @@ def build_matcher(blocklists: list[Path], allowlists: list[Path], out: list[str]
     matcher = Matcher()
     for kind, paths in (("block", blocklists), ("allow", allowlists)):
         for path in paths:
-            summary = matcher.add_list(path.name, path, kind=kind)
+            summary = matcher.add_list(str(path), path, kind=kind)
             out.append(f"{kind} list {path}: {summary}")
     return matcher
 
@@ -84,7 +87,7 @@ def cmd_dns_serve(args: argparse.Namespace) -> int:
         listen = [ListenAddress.parse(a) for a in args.listen or ["127.0.0.1:5353"]]
         lines: list[str] = []
         matcher = build_matcher(args.blocklist or [], args.allowlist or [], lines)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, DnsFilterError) as exc:
         print(f"edgeguard dns serve: {exc}", file=sys.stderr)
         return 2
     for line in lines:
@@ -107,14 +110,28 @@ def _run(config: ResolverConfig, matcher: Matcher, listen: list[ListenAddress],
         path = args.querylog.with_suffix(f".{worker}.db") if worker else args.querylog
         querylog = QueryLog(path)
     resolver = Resolver(config, matcher, log=querylog)
+
+    def swap(new: Matcher) -> None:
+        resolver.matcher = new  # lists edited on disk: swapped in whole
+
+    updater = ListUpdater(
+        [ListSource(str(p), "block", files=(p,)) for p in args.blocklist or []]
+        + [ListSource(str(p), "allow", files=(p,)) for p in args.allowlist or []],
+        Path(tempfile.gettempdir()) / "edgeguard-lists",
+        swap,
+    )
+    updater.start(file_poll=5.0)
     metrics = None
     if args.metrics and worker == 0:
         metrics = _metrics_server(resolver, ListenAddress.parse(args.metrics))
+        host, port = metrics.server_address[:2]
+        print(f"metrics on http://{host}:{port}/metrics", flush=True)
     if worker == 0:
         print(f"ready in {time.monotonic() - started:.2f} s", flush=True)
     try:
         asyncio.run(serve(resolver, listen, reuse_port=args.workers > 1))
     finally:
+        updater.stop()
         if querylog is not None:
             querylog.close()
         if metrics is not None:

@@ -8,12 +8,14 @@ zones (never the masquerade/WAN zones) plus loopback, so it is never an open res
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 
 from dns_filter.matcher import Matcher
 from dns_filter.querylog import QueryLog
 from dns_filter.resolver import Resolver, ResolverConfig
 from dns_filter.server import ListenAddress
+from dns_filter.updater import ListSource, ListUpdater
 from policies.model import Policy
 
 
@@ -43,32 +45,40 @@ def client_networks(policy: Policy) -> tuple[str, ...]:
     return tuple(nets)
 
 
-def build_matcher(policy: Policy) -> tuple[Matcher, list[str]]:
-    """Every list of the dns section, and one line per list saying what it held."""
+def list_sources(policy: Policy) -> list[ListSource]:
     dns = policy.dns
     assert dns is not None
-    matcher = Matcher()
-    lines: list[str] = []
-    for kind, lists in (("block", dns.blocklists), ("allow", dns.allowlists)):
-        for dns_list in lists:
-            for i, file in enumerate(dns_list.files):
-                name = dns_list.name if i == 0 else f"{dns_list.name}/{file.name}"
-                summary = matcher.add_list(name, file, kind=kind)
-                lines.append(f"{kind} list {name} ({file.name}): {summary}")
+    sources = [
+        ListSource(lst.name, kind, lst.files, lst.urls)
+        for kind, lists in (("block", dns.blocklists), ("allow", dns.allowlists))
+        for lst in lists
+    ]
     if dns.block:
-        matcher.add_list("policy-block", list(dns.block), kind="block")
+        sources.append(ListSource("policy-block", "block", lines=dns.block))
     if dns.allow:
-        matcher.add_list("policy-allow", list(dns.allow), kind="allow")
-    return matcher, lines
+        sources.append(ListSource("policy-allow", "allow", lines=dns.allow))
+    return sources
+
+
+def updater_for(policy: Policy, state_dir: Path, on_swap: Callable[[Matcher], None]) -> ListUpdater:
+    return ListUpdater(list_sources(policy), state_dir / "lists", on_swap)
+
+
+def build_matcher(policy: Policy, state_dir: Path) -> tuple[Matcher, list[str]]:
+    """Every list of the dns section (URL lists from their last download), and one line per
+    list saying what it held."""
+    matcher = updater_for(policy, state_dir, lambda _: None).build()
+    return matcher, [f"list {name}: {summary}" for name, summary in matcher.lists.items()]
 
 
 def resolver_for(
     policy: Policy, state_dir: Path
-) -> tuple[Resolver, list[ListenAddress], list[str]]:
+) -> tuple[Resolver, list[ListenAddress], list[str], ListUpdater]:
+    """The resolver, where it listens, a line per list, and the updater keeping lists fresh."""
     dns = policy.dns
     if dns is None or not dns.upstreams:
         raise ValueError("the policy's dns section needs at least one upstream")
-    matcher, lines = build_matcher(policy)
+    matcher, lines = build_matcher(policy, state_dir)
     config = ResolverConfig(
         upstreams=dns.upstreams,
         block_mode=dns.block_mode,
@@ -90,4 +100,9 @@ def resolver_for(
         if dns.query_log
         else None
     )
-    return Resolver(config, matcher, log=log), listen_addresses(policy), lines
+    resolver = Resolver(config, matcher, log=log)
+
+    def swap(new: Matcher) -> None:
+        resolver.matcher = new  # one reference assignment: queries see old or new, never half
+
+    return resolver, listen_addresses(policy), lines, updater_for(policy, state_dir, swap)

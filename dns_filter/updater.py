@@ -1,0 +1,187 @@
+"""Keep block and allow lists fresh: files re-read when they change, URLs fetched with
+conditional GETs (ETag / If-Modified-Since), and the whole matcher swapped in at once.
+
+A download that fails, or yields a list with no entries, never replaces the list in use:
+the old copy stays and the reason is recorded (``status``), so a broken feed or a captive
+portal's HTML page cannot silently switch filtering off. Building happens in this thread;
+the resolver only sees a finished Matcher (one reference assignment).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dns_filter.lists import parse_list
+from dns_filter.matcher import Matcher
+
+MAX_DOWNLOAD = 64 * 1024 * 1024  # larger than any real list; refuses a runaway response
+
+
+class _Discard:
+    """A sink that keeps nothing: validating a download must not hold 1M names in memory."""
+
+    def block(self, names: object) -> None: ...
+    def allow(self, names: object) -> None: ...
+    def block_suffix(self, names: object) -> None: ...
+    def allow_suffix(self, names: object) -> None: ...
+    def regex_block(self, pattern: str) -> None: ...
+    def regex_allow(self, pattern: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ListSource:
+    name: str
+    kind: str  # "block" or "allow"
+    files: tuple[Path, ...] = ()
+    urls: tuple[str, ...] = ()
+    lines: tuple[str, ...] = ()  # inline entries (the policy's own block/allow domains)
+
+
+@dataclass
+class SourceStatus:
+    """What happened the last time a file or URL was looked at, for the UI and metrics."""
+
+    ok: bool = True
+    detail: str = ""
+    checked: float = 0.0
+    changed: float = 0.0
+
+
+@dataclass
+class ListUpdater:
+    sources: list[ListSource]
+    cache_dir: Path
+    on_swap: Callable[[Matcher], None]
+    interval: float = 24 * 3600.0
+    timeout: float = 30.0
+    status: dict[str, SourceStatus] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._mtimes: dict[Path, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- URLs -------------------------------------------------------------------------------
+    def _cached(self, url: str) -> Path:
+        return self.cache_dir / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".list")
+
+    def fetch(self, url: str) -> bool:
+        """Refresh one URL's cached copy; True when a new, usable copy replaced the old one."""
+        path, meta_path = self._cached(url), self._cached(url).with_suffix(".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        status = self.status.setdefault(url, SourceStatus())
+        status.checked = time.time()
+        request = urllib.request.Request(url, headers={"User-Agent": "EdgeGuard list updater"})
+        if path.exists() and meta.get("etag"):
+            request.add_header("If-None-Match", meta["etag"])
+        if path.exists() and meta.get("last_modified"):
+            request.add_header("If-Modified-Since", meta["last_modified"])
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = response.read(MAX_DOWNLOAD + 1)
+                headers = response.headers
+        except urllib.error.HTTPError as exc:
+            if exc.code == 304:
+                status.ok, status.detail = True, "not modified"
+                return False
+            status.ok, status.detail = False, f"HTTP {exc.code}; keeping the previous copy"
+            return False
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            status.ok, status.detail = False, f"download failed ({exc}); keeping the previous copy"
+            return False
+        if len(body) > MAX_DOWNLOAD:
+            status.ok, status.detail = False, "larger than 64 MiB; keeping the previous copy"
+            return False
+        summary = parse_list(body.decode("utf-8", errors="replace").splitlines(), _Discard())
+        if summary.entries == 0:
+            status.ok = False
+            status.detail = f"download has no usable entries ({summary}); keeping the previous copy"
+            return False
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(body)
+        tmp.replace(path)
+        meta_path.write_text(
+            json.dumps(
+                {
+                    "etag": headers.get("ETag"),
+                    "last_modified": headers.get("Last-Modified")
+                    or email.utils.formatdate(usegmt=True),
+                }
+            )
+        )
+        status.ok, status.detail, status.changed = True, f"updated: {summary}", time.time()
+        return True
+
+    # -- building ---------------------------------------------------------------------------
+    def _files_changed(self) -> bool:
+        changed = False
+        for source in self.sources:
+            for file in source.files:
+                try:
+                    mtime = file.stat().st_mtime
+                except OSError:
+                    continue
+                if self._mtimes.get(file) != mtime:
+                    self._mtimes[file] = mtime
+                    changed = True
+        return changed
+
+    def build(self) -> Matcher:
+        """A matcher from every file and every cached URL copy (missing copies are skipped)."""
+        entries: list[tuple[str, Path | list[str], str]] = []
+        for source in self.sources:
+            if source.lines:
+                entries.append((source.name, list(source.lines), source.kind))
+            for i, file in enumerate(source.files):
+                entries.append(
+                    (source.name if i == 0 else f"{source.name}/{file.name}", file, source.kind)
+                )
+            for url in source.urls:
+                copy = self._cached(url)
+                if copy.exists():
+                    entries.append((f"{source.name} <{url}>", copy, source.kind))
+        return Matcher.build(entries)
+
+    def refresh(self) -> bool:
+        """One round: fetch URLs, look at files; swap in a new matcher if anything changed."""
+        changed = self._files_changed()
+        for source in self.sources:
+            for url in source.urls:
+                changed = self.fetch(url) or changed
+        if changed:
+            self.on_swap(self.build())
+        return changed
+
+    def start(self, *, file_poll: float = 5.0) -> None:
+        """Poll files every ``file_poll`` seconds and URLs every ``interval``."""
+        self._files_changed()  # the initial matcher was built from these
+
+        missing = any(not self._cached(u).exists() for s in self.sources for u in s.urls)
+
+        def run() -> None:
+            # Lists never downloaded yet are fetched at once; the rest on the interval.
+            next_fetch = time.monotonic() + (0 if missing else self.interval)
+            while not self._stop.wait(file_poll):
+                if time.monotonic() >= next_fetch:
+                    next_fetch = time.monotonic() + self.interval
+                    self.refresh()
+                elif self._files_changed():
+                    self.on_swap(self.build())
+
+        self._thread = threading.Thread(target=run, name="list-updater", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
