@@ -123,9 +123,9 @@ def _run(config: ResolverConfig, matcher: Matcher, listen: list[ListenAddress],
     updater.start(file_poll=5.0)
     metrics = None
     if args.metrics and worker == 0:
-        metrics = _metrics_server(resolver, ListenAddress.parse(args.metrics))
-        host, port = metrics.server_address[:2]
-        print(f"metrics on http://{host}:{port}/metrics", flush=True)
+        where = ListenAddress.parse(args.metrics)
+        metrics = _metrics_server(resolver, where)
+        print(f"metrics on http://{where.host}:{metrics.server_port}/metrics", flush=True)
     if worker == 0:
         print(f"ready in {time.monotonic() - started:.2f} s", flush=True)
     try:
