@@ -30,7 +30,6 @@ CREATE TABLE IF NOT EXISTS queries (
 );
 CREATE INDEX IF NOT EXISTS queries_ts ON queries (ts);
 CREATE INDEX IF NOT EXISTS queries_client_ts ON queries (client, ts);
-CREATE INDEX IF NOT EXISTS queries_qname_ts ON queries (qname, ts);
 """
 
 
@@ -54,7 +53,7 @@ class QueryLog:
         *,
         retention_days: float = 7.0,
         interval: float = 1.0,
-        max_pending: int = 200_000,
+        max_pending: int = 100_000,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +62,7 @@ class QueryLog:
         self.max_pending = max_pending
         self.dropped = 0
         self.written = 0
-        self._pending: deque[LogEntry] = deque()
+        self._pending: deque[LogEntry | tuple[object, ...]] = deque()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # flush() runs in the writer thread and from recent()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -74,7 +73,7 @@ class QueryLog:
         self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)
         self._thread.start()
 
-    def log(self, entry: LogEntry) -> None:
+    def log(self, entry: LogEntry | tuple[object, ...]) -> None:
         """Called on the answer path: never blocks, never touches the disk."""
         if len(self._pending) >= self.max_pending:
             self.dropped += 1  # the writer fell behind (disk stall): keep answering
@@ -87,7 +86,7 @@ class QueryLog:
         self.flush()
 
     def flush(self) -> None:
-        batch: list[LogEntry] = []
+        batch: list[LogEntry | tuple[object, ...]] = []
         pending = self._pending
         while pending and len(batch) < 50_000:
             batch.append(pending.popleft())

@@ -74,7 +74,8 @@ class DnsServer:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         sock.bind((addr.host, addr.port))
-        sock.settimeout(0.5)  # so the loop notices stop()
+        # Blocking, no timeout: a timeout would cost a poll() per packet. stop() wakes the
+        # loop with a datagram of its own.
         return sock
 
     async def start(self) -> None:
@@ -104,10 +105,10 @@ class DnsServer:
         while not self._stopping.is_set():
             try:
                 data, addr = recvfrom(4096)
-            except TimeoutError:
-                continue
             except OSError:
                 break  # socket closed by stop()
+            if self._stopping.is_set():
+                break
             try:
                 result = handle(data, addr[0], False)
             except Exception:  # never let one packet take the listener down
@@ -189,9 +190,15 @@ class DnsServer:
     async def stop(self) -> None:
         self._stopping.set()
         for sock in self._udp:
-            sock.close()
+            host, port = sock.getsockname()[:2]
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+            poke = socket.socket(sock.family, socket.SOCK_DGRAM)
+            with contextlib.suppress(OSError), poke:
+                poke.sendto(b"", (host, port))
         for thread in self._threads:
             await asyncio.to_thread(thread.join, 2)
+        for sock in self._udp:
+            sock.close()
         for server in self._tcp:
             server.close()
             await server.wait_closed()
