@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import struct
@@ -24,6 +25,18 @@ log = logging.getLogger("edgeguard.dns")
 
 TCP_IDLE_TIMEOUT = 10.0
 TCP_MAX_INFLIGHT = 64
+
+
+def quiet_gc() -> None:
+    """Keep the cyclic garbage collector off the answer path.
+
+    Everything built at start (indexes, lists, caches) is frozen out of collection, and
+    young-generation collections run less often: a full collection walking the cache and the
+    log backlog shows up as multi-millisecond stalls in the p99 latency otherwise.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,7 @@ class DnsServer:
         return sock
 
     async def start(self) -> None:
+        quiet_gc()
         self._loop = asyncio.get_running_loop()
         for addr in self.listen:
             sock = self._udp_socket(addr)

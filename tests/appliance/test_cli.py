@@ -76,6 +76,7 @@ def test_check_prints_warnings_but_passes(
     text = (ROOT / "policies" / "examples" / "small-office.yaml").read_text(encoding="utf-8")
     policy.write_text(text.replace("feeds/spamhaus-drop.txt", "drop.txt"), encoding="utf-8")
     (tmp_path / "drop.txt").write_text("192.0.2.0/24\nnonsense\n", encoding="utf-8")
+    shutil.copytree(ROOT / "policies" / "examples" / "lists", tmp_path / "lists")
     assert main(["check", str(policy), "--at", AT]) == 0
     out, err = capsys.readouterr()
     assert out.startswith(f"{policy}: OK — ") and out.rstrip().endswith(", 1 warning(s)")
