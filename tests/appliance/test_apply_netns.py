@@ -10,7 +10,6 @@ import importlib.util
 import json
 import random
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pytest
 from appliance import netns
 from appliance.lab import Lab
 from appliance.labprobe import Probe
+from tests.appliance.helpers import variant
 
 pytestmark = pytest.mark.netns
 
@@ -64,24 +64,9 @@ def history(state: Path) -> list[tuple[int, str]]:
 
 
 @pytest.fixture
-def policies(tmp_path: Path) -> Path:
-    target = tmp_path / "policies"
-    shutil.copytree(EXAMPLES, target)
-    return target
-
-
-@pytest.fixture
 def state(tmp_path: Path, clean_lab: Lab) -> Path:
     del clean_lab  # an empty router ruleset before and after
     return tmp_path / "state"
-
-
-def variant(policies: Path, name: str, old: str, new: str) -> Path:
-    text = (policies / "small-office.yaml").read_text()
-    assert old in text
-    path = policies / f"{name}.yaml"
-    path.write_text(text.replace(old, new))
-    return path
 
 
 LAN_OUT = "  - name: lan-out\n    from: lan\n    to: wan\n    action: accept\n"

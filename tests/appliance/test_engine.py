@@ -5,7 +5,6 @@ The same flows run against real nftables in namespaces in test_apply_netns.py.
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from appliance.engine import AdminAccess, Engine
 from appliance.errors import ApplyError
 from appliance.nft import MemoryNft
 from appliance.store import ConfigStore
+from tests.appliance.helpers import variant
 
 EXAMPLES = Path(__file__).parents[2] / "policies" / "examples"
 
@@ -28,25 +28,9 @@ class FakeClock:
 
 
 @pytest.fixture
-def policies(tmp_path: Path) -> Path:
-    """Copies of the examples (with their feeds) that tests may edit."""
-    target = tmp_path / "policies"
-    shutil.copytree(EXAMPLES, target)
-    return target
-
-
-@pytest.fixture
 def env(tmp_path: Path) -> tuple[Engine, MemoryNft, FakeClock]:
     nft, clock = MemoryNft(), FakeClock()
     return Engine(ConfigStore(tmp_path / "state"), nft, clock), nft, clock
-
-
-def _variant(policies: Path, name: str, old: str, new: str) -> Path:
-    text = (policies / "small-office.yaml").read_text()
-    assert old in text
-    path = policies / f"{name}.yaml"
-    path.write_text(text.replace(old, new))
-    return path
 
 
 def test_apply_records_a_good_version_and_loads_the_table(env, policies) -> None:
@@ -148,7 +132,7 @@ def test_rollback_to_previous_and_to_a_named_version(env, policies) -> None:
 
 def test_plan_refuses_to_cut_the_admins_own_access(env, policies) -> None:
     engine, _, _ = env
-    locked_out = _variant(
+    locked_out = variant(
         policies,
         "no-ssh",
         "management:\n  zones: [lan]\n  services: [ssh, https]\n",
