@@ -68,10 +68,6 @@ class Plan:
     unsafe: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def changes(self) -> bool:
-        return bool(self.diff)
-
     def render(self) -> str:
         head = (
             f"live: version {self.current.id} ({self.current.status}, {self.current.created})"

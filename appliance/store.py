@@ -232,6 +232,3 @@ class ConfigStore:
             "SELECT at, kind, detail FROM events ORDER BY id DESC LIMIT ?", (limit,)
         ).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
-
-    def integrity_ok(self) -> bool:
-        return bool(self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
