@@ -54,11 +54,18 @@ class Upstream:
                 outer.count += 1
                 return outer.resolver.resolve(request, handler)
 
-        self.udp = DNSServer(Counting(), port=0, address="127.0.0.1", logger=QUIET)
-        self.port = self.udp.server.server_address[1]
-        self.tcp = DNSServer(
-            Counting(), port=self.port, address="127.0.0.1", tcp=True, logger=QUIET
-        )
+        for _ in range(10):  # the UDP port's TCP twin may be taken by another test's socket
+            self.udp = DNSServer(Counting(), port=0, address="127.0.0.1", logger=QUIET)
+            self.port = self.udp.server.server_address[1]
+            try:
+                self.tcp = DNSServer(
+                    Counting(), port=self.port, address="127.0.0.1", tcp=True, logger=QUIET
+                )
+                break
+            except OSError:
+                self.udp.server.server_close()
+        else:
+            raise RuntimeError("no free UDP+TCP port pair for the test upstream")
         for s in (self.udp, self.tcp):
             s.start_thread()
 
