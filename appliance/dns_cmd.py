@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import http.server
 import logging
 import os
@@ -23,14 +22,14 @@ from dns_filter.server import DnsServer, ListenAddress
 from dns_filter.updater import ListSource, ListUpdater
 
 
-def build_matcher(blocklists: list[Path], allowlists: list[Path], out: list[str]) -> Matcher:
-    """Load every list (format detected per file) and say what each contributed."""
-    matcher = Matcher()
-    for kind, paths in (("block", blocklists), ("allow", allowlists)):
-        for path in paths:
-            summary = matcher.add_list(str(path), path, kind=kind)
-            out.append(f"{kind} list {path}: {summary}")
-    return matcher
+def list_sources(args: argparse.Namespace) -> list[ListSource]:
+    """One source per list file, format detected per file."""
+    return [ListSource(str(p), "block", files=(p,)) for p in args.blocklist or []] + [
+        ListSource(str(p), "allow", files=(p,)) for p in args.allowlist or []
+    ]
+
+
+LIST_CACHE = Path(tempfile.gettempdir()) / "edgeguard-lists"
 
 
 def _metrics_server(resolver: Resolver, address: ListenAddress) -> http.server.ThreadingHTTPServer:
@@ -64,20 +63,9 @@ async def serve(resolver: Resolver, listen: list[ListenAddress], *, reuse_port: 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    prefetch = asyncio.ensure_future(_prefetch_loop(resolver, stop))
     await stop.wait()
-    prefetch.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await prefetch
     await server.stop()
     await resolver.close()
-
-
-async def _prefetch_loop(resolver: Resolver, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        await asyncio.sleep(5)
-        with contextlib.suppress(Exception):
-            await resolver.prefetch()
 
 
 def cmd_dns_serve(args: argparse.Namespace) -> int:
@@ -85,13 +73,12 @@ def cmd_dns_serve(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         listen = [ListenAddress.parse(a) for a in args.listen or ["127.0.0.1:5353"]]
-        lines: list[str] = []
-        matcher = build_matcher(args.blocklist or [], args.allowlist or [], lines)
+        matcher = ListUpdater(list_sources(args), LIST_CACHE, lambda _: None).build()
     except (OSError, ValueError, DnsFilterError) as exc:
         print(f"edgeguard dns serve: {exc}", file=sys.stderr)
         return 2
-    for line in lines:
-        print(line, flush=True)
+    for name, summary in matcher.lists.items():
+        print(f"list {name}: {summary}", flush=True)
     config = ResolverConfig(
         upstreams=tuple(args.upstream or ["127.0.0.1:5399"]),
         block_mode=args.block_mode,
@@ -114,12 +101,7 @@ def _run(config: ResolverConfig, matcher: Matcher, listen: list[ListenAddress],
     def swap(new: Matcher) -> None:
         resolver.matcher = new  # lists edited on disk: swapped in whole
 
-    updater = ListUpdater(
-        [ListSource(str(p), "block", files=(p,)) for p in args.blocklist or []]
-        + [ListSource(str(p), "allow", files=(p,)) for p in args.allowlist or []],
-        Path(tempfile.gettempdir()) / "edgeguard-lists",
-        swap,
-    )
+    updater = ListUpdater(list_sources(args), LIST_CACHE, swap)
     updater.start(file_poll=5.0)
     metrics = None
     if args.metrics and worker == 0:

@@ -230,10 +230,14 @@ class Resolver:
         except WireError:
             self.metrics.answered("formerr", 0)
             return wire.formerr(data)
-        exempt = not self.config.rate_limit_loopback and (
-            client.startswith("127.") or client == "::1"
-        )
-        if self.limiter is not None and not exempt and not self.limiter.allow(client, started):
+        if (
+            self.limiter is not None
+            and (
+                self.config.rate_limit_loopback
+                or (not client.startswith("127.") and client != "::1")
+            )
+            and not self.limiter.allow(client, started)
+        ):
             if self.config.rate_limit_action == "drop":
                 self.metrics.answered("ratelimited", q.qtype)
                 return None
@@ -345,11 +349,12 @@ class Resolver:
             record = DNSRecord.question(qname, QTYPE.get(qtype, "A"))
             if do:
                 record.add_ar(EDNS0(flags="do", udp_len=1232))
+            packet = bytes(record.pack())
             try:
-                response, _ = await self._pool_for(qname).query(bytes(record.pack()))
+                response, _ = await self._pool_for(qname).query(packet)
             except (UpstreamError, OSError, WireError):
                 continue
-            q = wire.parse_query(bytes(record.pack()))
+            q = wire.parse_query(packet)
             if self._inspect(q, response)[0] == "allowed":
                 self.cache.put((qname, qtype, qclass, do), response)
                 done += 1

@@ -77,6 +77,7 @@ class DnsServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._prefetch: asyncio.Task[None] | None = None
         self.bound: list[tuple[str, int]] = []
 
     def _udp_socket(self, addr: ListenAddress) -> socket.socket:
@@ -109,7 +110,17 @@ class DnsServer:
             )
             thread.start()
             self._threads.append(thread)
+        self._prefetch = asyncio.ensure_future(self._prefetch_loop())
         log.info("DNS listening on %s", ", ".join(f"{h}:{p}" for h, p in self.bound))
+
+    async def _prefetch_loop(self, every: float = 5.0) -> None:
+        """Refresh popular cache entries before they expire (the resolver picks which)."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.resolver.prefetch()
+            except Exception:
+                log.exception("prefetch round failed")
 
     def _udp_loop(self, sock: socket.socket) -> None:
         handle = self.resolver.handle
@@ -203,6 +214,10 @@ class DnsServer:
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._prefetch is not None:
+            self._prefetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prefetch
         for sock in self._udp:
             host, port = sock.getsockname()[:2]
             host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
