@@ -11,6 +11,9 @@ import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 
+from appliance.neighbors import NeighborTable
+from appliance.webfilter import client_policy, domain_sets, filter_sources
+from dns_filter.feeds import RecentBlocks, SetFeed
 from dns_filter.matcher import Matcher
 from dns_filter.querylog import QueryLog
 from dns_filter.resolver import Resolver, ResolverConfig
@@ -57,6 +60,8 @@ def list_sources(policy: Policy) -> list[ListSource]:
         sources.append(ListSource("policy-block", "block", lines=dns.block))
     if dns.allow:
         sources.append(ListSource("policy-allow", "allow", lines=dns.allow))
+    if policy.web_filter is not None:
+        sources += filter_sources(policy.web_filter)
     return sources
 
 
@@ -72,9 +77,18 @@ def build_matcher(policy: Policy, state_dir: Path) -> tuple[Matcher, list[str]]:
 
 
 def resolver_for(
-    policy: Policy, state_dir: Path
+    policy: Policy,
+    state_dir: Path,
+    *,
+    neighbors: NeighborTable | None = None,
+    set_feed: SetFeed | None = None,
+    recent_blocks: RecentBlocks | None = None,
 ) -> tuple[Resolver, list[ListenAddress], list[str], ListUpdater]:
-    """The resolver, where it listens, a line per list, and the updater keeping lists fresh."""
+    """The resolver, where it listens, a line per list, and the updater keeping lists fresh.
+
+    With a web filter: per-client groups (MACs from ``neighbors``), addresses of the rules'
+    destination names into ``set_feed``, blocks noted in ``recent_blocks`` for the block
+    page."""
     dns = policy.dns
     if dns is None or not dns.upstreams:
         raise ValueError("the policy's dns section needs at least one upstream")
@@ -94,13 +108,29 @@ def resolver_for(
         local_records=dns.local_records,
         forward_zones=dns.forward_zones,
         cache_size=dns.cache_size,
+        domain_set_timeout=(
+            policy.web_filter.domain_set_timeout if policy.web_filter is not None else 600
+        ),
     )
     log = (
         QueryLog(state_dir / "querylog.db", retention_days=dns.log_retention_days)
         if dns.query_log
         else None
     )
-    resolver = Resolver(config, matcher, log=log)
+    clients = client_policy(
+        policy,
+        mac_for=neighbors.mac_for if neighbors is not None else None,
+        mac_version=(lambda: neighbors.version) if neighbors is not None else None,
+    )
+    resolver = Resolver(
+        config,
+        matcher,
+        log=log,
+        clients=clients,
+        domain_sets=domain_sets(policy),
+        set_feed=set_feed,
+        recent_blocks=recent_blocks,
+    )
 
     def swap(new: Matcher) -> None:
         resolver.matcher = new  # one reference assignment: queries see old or new, never half

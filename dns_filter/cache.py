@@ -168,6 +168,10 @@ class DnsCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def responses(self) -> list[tuple[CacheKey, bytes]]:
+        """Every stored response (fresh or stale), e.g. to seed sets after a policy change."""
+        return [(key, entry.data) for key, entry in self._entries.items()]
+
     def clear(self) -> None:
         """Forget every entry (e.g. after a policy change); counters keep counting."""
         self._entries.clear()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
@@ -190,8 +191,11 @@ class Matcher:
         found = self.match(qname)
         return found is not None and found.verdict == "block"
 
-    def match(self, qname: str) -> Match | None:
-        """The deciding rule for ``qname`` (any case, trailing dot or not), or None."""
+    def match(self, qname: str, enabled: AbstractSet[str] | None = None) -> Match | None:
+        """The deciding rule for ``qname`` (any case, trailing dot or not), or None.
+
+        ``enabled``: only these lists take part (a client group's lists); None: all lists.
+        """
         name = qname.lower()
         if name.endswith("."):
             name = name[:-1]
@@ -214,14 +218,20 @@ class Matcher:
         longest = ndots + 1 - first  # labels of keys[0]
         for verdict in (1, 0):
             for list_name, index, labels in self._names[verdict]:
+                if enabled is not None and list_name not in enabled:
+                    continue
                 found = index.first_of(keys, max(0, longest - labels))
                 if found >= 0:
                     return Match(_VERDICTS[verdict], list_name, name[starts[found] :])
             for list_name, index, labels in self._wildcards[verdict]:
+                if enabled is not None and list_name not in enabled:
+                    continue
                 found = index.first_of(keys, max(0, 1 - first, longest - labels))
                 if found >= 0:
                     return Match(_VERDICTS[verdict], list_name, "*." + name[starts[found] :])
             for list_name, rules in self._regexes[verdict]:
+                if enabled is not None and list_name not in enabled:
+                    continue
                 pattern = rules.search(name)
                 if pattern is not None:
                     return Match(_VERDICTS[verdict], list_name, f"/{pattern}/")

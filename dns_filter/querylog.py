@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS queries (
     list TEXT,
     upstream TEXT,
     latency_ms REAL NOT NULL,
-    rcode INTEGER NOT NULL
+    rcode INTEGER NOT NULL,
+    client_group TEXT
 );
 CREATE INDEX IF NOT EXISTS queries_ts ON queries (ts);
 CREATE INDEX IF NOT EXISTS queries_client_ts ON queries (client, ts);
@@ -48,6 +49,7 @@ class LogEntry(NamedTuple):
     upstream: str | None
     latency_ms: float
     rcode: int
+    client_group: str | None = None  # the web filter's group for the client
 
 
 class QueryLog:
@@ -73,6 +75,9 @@ class QueryLog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # a lost last second of log is acceptable
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(queries)")}
+        if "client_group" not in columns:  # a log written before web filtering existed
+            self._db.execute("ALTER TABLE queries ADD COLUMN client_group TEXT")
         self._last_prune = 0.0
         self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)
         self._thread.start()
@@ -104,7 +109,7 @@ class QueryLog:
                 self._db.execute("BEGIN")
                 self._db.executemany(
                     "INSERT INTO queries (ts, client, qname, qtype, verdict, rule, list, upstream,"
-                    " latency_ms, rcode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " latency_ms, rcode, client_group) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     batch,
                 )
                 self._db.execute("COMMIT")
@@ -121,8 +126,8 @@ class QueryLog:
         self.flush()
         with self._lock:
             rows = self._db.execute(
-                "SELECT ts, client, qname, qtype, verdict, rule, list, upstream, latency_ms, rcode"
-                " FROM queries ORDER BY id DESC LIMIT ?",
+                "SELECT ts, client, qname, qtype, verdict, rule, list, upstream, latency_ms, rcode,"
+                " client_group FROM queries ORDER BY id DESC LIMIT ?",
                 (limit,),
             ).fetchall()
         return [LogEntry(*r) for r in rows]

@@ -12,7 +12,8 @@ import ipaddress
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -20,10 +21,14 @@ from dnslib import EDNS0, QTYPE, DNSRecord
 
 from dns_filter import wire
 from dns_filter.cache import DnsCache
+from dns_filter.domainsets import DomainSets
 from dns_filter.errors import UpstreamError, WireError
+from dns_filter.feeds import BlockNote, RecentBlocks, SetFeed
+from dns_filter.groups import ClientPolicy, Profile
 from dns_filter.metrics import Metrics
 from dns_filter.querylog import QueryLog
 from dns_filter.ratelimit import ClientRateLimiter
+from dns_filter.safesearch import safe_search_answer
 from dns_filter.upstream import UpstreamPool, UpstreamSpec
 
 BlockMode = Literal["nxdomain", "null", "ip", "refused"]
@@ -42,6 +47,7 @@ PRIVATE_NETWORKS = tuple(
 )  # fmt: skip
 TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_PTR, TYPE_ANY = 1, 28, 5, 12, 255
 LOCAL_TTL = 60
+DOH_CANARY = "use-application-dns.net"
 
 
 class Match(Protocol):
@@ -51,7 +57,10 @@ class Match(Protocol):
 
 
 class DomainMatcher(Protocol):
-    def match(self, qname: str) -> Match | None: ...
+    def match(self, qname: str, enabled: AbstractSet[str] | None = None) -> Match | None: ...
+
+    @property
+    def lists(self) -> Mapping[str, object]: ...
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ class ResolverConfig:
     stale_window: int = 86_400
     timeout: float = 2.0
     attempt_timeout: float = 0.8
+    domain_set_timeout: int = 600  # least seconds an answered address stays in a rule's set
 
 
 @dataclass(slots=True)
@@ -87,6 +97,8 @@ class Pending:
     client: str
     tcp: bool
     started: float
+    profile: Profile | None = None
+    rewrite: str | None = None  # safe search: answer with this host's addresses
 
 
 def _suffixes(name: str) -> list[str]:
@@ -112,6 +124,10 @@ class Resolver:
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.monotonic
     wallclock: Callable[[], float] = time.time
+    clients: ClientPolicy | None = None  # per-client groups (web filtering); None: one policy
+    domain_sets: DomainSets | None = None  # names firewall rules follow
+    set_feed: SetFeed | None = None  # where their answered addresses go (nft sets)
+    recent_blocks: RecentBlocks | None = None  # for the block page
 
     def __post_init__(self) -> None:
         c = self.config
@@ -126,7 +142,10 @@ class Resolver:
         self.networks = [ipaddress.ip_network(n) for n in c.client_networks]
         self._clients: dict[str, bool] = {}
         self._verdicts: dict[str, Match | None] = {}
+        self._cname_targets: dict[str, tuple[str, ...]] = {}
         self._matcher_seen: DomainMatcher = self.matcher
+        if self.clients is not None:
+            self.clients.use_lists(self.matcher.lists)
         self.limiter = ClientRateLimiter(c.rate_limit, c.rate_burst) if c.rate_limit else None
         self.rebind_allow = frozenset(c.rebind_allow)
         self.local = self._local_records()
@@ -176,27 +195,31 @@ class Resolver:
             self._clients[client] = allowed
         return allowed
 
-    def _match(self, qname: str) -> Match | None:
+    def _match(self, qname: str, profile: Profile | None = None) -> Match | None:
         if self.matcher is not self._matcher_seen:  # lists were reloaded
             self._verdicts = {}
             self._matcher_seen = self.matcher
+            if self.clients is not None:
+                self.clients.use_lists(self.matcher.lists)
+        verdicts = self._verdicts if profile is None else profile.verdicts
         try:
-            return self._verdicts[qname]
+            return verdicts[qname]
         except KeyError:
             pass
-        found = self.matcher.match(qname)
-        if len(self._verdicts) > 200_000:
-            self._verdicts = {}
-        self._verdicts[qname] = found
+        found = self.matcher.match(qname, None if profile is None else profile.lists)
+        if len(verdicts) > 200_000:
+            verdicts.clear()
+        verdicts[qname] = found
         return found
 
-    def blocked_answer(self, q: wire.Query) -> bytes:
+    def blocked_answer(self, q: wire.Query, mode: str | None = None) -> bytes:
         c = self.config
-        if c.block_mode == "nxdomain":
+        mode = mode or c.block_mode
+        if mode == "nxdomain":
             return wire.nxdomain(q, c.block_ttl)
-        if c.block_mode == "null":
+        if mode == "null":
             return wire.null_answer(q, c.block_ttl)
-        if c.block_mode == "ip":
+        if mode == "ip":
             return wire.address_answer(q, c.block_ttl, c.block_ipv4, c.block_ipv6)
         return wire.refused(q)
 
@@ -210,15 +233,41 @@ class Resolver:
         rule: str | None = None,
         list_name: str | None = None,
         upstream: str | None = None,
+        group: str | None = None,
     ) -> None:
         self.metrics.answered(verdict, q.qtype)
         if self.log is not None:  # a plain tuple: a NamedTuple costs 5x more to build
             self.log.log(
                 (
                     self.wallclock(), client, q.qname, q.qtype, verdict, rule, list_name,
-                    upstream, (self.clock() - started) * 1000.0, response[3] & 0x0F,
+                    upstream, (self.clock() - started) * 1000.0, response[3] & 0x0F, group,
                 )
             )  # fmt: skip
+
+    def _blocked(
+        self,
+        q: wire.Query,
+        client: str,
+        started: float,
+        profile: Profile | None,
+        rule: str | None,
+        list_name: str | None,
+        upstream: str | None = None,
+    ) -> bytes:
+        mode = profile.block_mode if profile is not None else None
+        response = self.blocked_answer(q, mode)
+        group = profile.group if profile is not None else None
+        if self.recent_blocks is not None and (mode or self.config.block_mode) == "ip":
+            note = BlockNote(client, q.qname, group or "", rule, list_name, self.wallclock())
+            self.recent_blocks.record(note)
+        self._record(q, client, "blocked", response, started, rule, list_name, upstream, group)
+        return response
+
+    def _feed_sets(self, qname: str, response: bytes, *, stale: bool = False) -> None:
+        if self.domain_sets is not None and self.set_feed is not None:
+            self.domain_sets.feed(
+                self.set_feed, qname, response, self.config.domain_set_timeout, stale=stale
+            )
 
     def handle(self, data: bytes, client: str, tcp: bool = False) -> bytes | Pending | None:
         """Answer now (bytes), drop (None), or ask the server to resolve upstream (Pending)."""
@@ -257,18 +306,42 @@ class Resolver:
             response = wire.local_answer(q, records) if records else wire.nodata(q, LOCAL_TTL)
             self._record(q, client, "local", response, started)
             return response
-        found = self._match(q.qname)
+        profile = None
+        if self.clients is not None:
+            profile = self.clients.profile(client, self.wallclock())
+            if profile.filtered and q.qname == DOH_CANARY:
+                # Firefox turns its own DNS-over-HTTPS off when this name does not exist.
+                response = wire.nxdomain(q, 300)
+                self._record(q, client, "blocked", response, started, "doh-canary", None, None,
+                             profile.group)  # fmt: skip
+                return response
+        found = self._match(q.qname, profile)
         if found is not None and found.verdict == "block":
-            response = self.blocked_answer(q)
-            self._record(q, client, "blocked", response, started, found.rule, found.list_name)
-            return response
+            return self._blocked(q, client, started, profile, found.rule, found.list_name)
+        if profile is not None and profile.safe_hosts:
+            target = profile.safe_hosts.get(q.qname)
+            if target is not None:
+                if q.qtype not in (TYPE_A, TYPE_AAAA):  # no HTTPS/SVCB hints around it
+                    response = wire.nodata(q, 300)
+                    self._record(q, client, "safe-search", response, started,
+                                 target, None, None, profile.group)  # fmt: skip
+                    return response
+                return Pending(q, client, tcp, started, profile, target)
         cached = self.cache.get((q.qname, q.qtype, q.qclass, q.do), q.id)
+        if cached is not None and profile is not None and q.qname in self._cname_targets:
+            found = self._cname_blocked(q.qname, profile)
+            if found is not None:
+                rule = f"cname: {found.rule}"
+                return self._blocked(q, client, started, profile, rule, found.list_name)
         if cached is not None:
+            if self.domain_sets is not None:
+                self._feed_sets(q.qname, cached)
             if not tcp and len(cached) > max(512, q.edns_size or 512):
                 cached = _truncated(q, cached)
-            self._record(q, client, "cached", cached, started)
+            group = profile.group if profile is not None else None
+            self._record(q, client, "cached", cached, started, group=group)
             return cached
-        return Pending(q, client, tcp, started)
+        return Pending(q, client, tcp, started, profile)
 
     # -- the upstream path -------------------------------------------------------------------
     def _pool_for(self, qname: str) -> UpstreamPool:
@@ -278,16 +351,20 @@ class Resolver:
                 return pool
         return self.pool
 
-    def _inspect(self, q: wire.Query, response: bytes) -> tuple[str, str | None, str | None]:
+    def _inspect(
+        self, q: wire.Query, response: bytes, profile: Profile | None = None
+    ) -> tuple[str, str | None, str | None]:
         """(verdict, rule, list): block CNAME targets on a list and rebinding answers."""
         try:
             record = DNSRecord.parse(response)
         except Exception:  # an upstream's garbage: pass it on uncached, let the client judge
             return "allowed", None, None
+        targets: list[str] = []
         for rr in record.rr:
             if rr.rtype == QTYPE.CNAME:
                 target = str(rr.rdata.label).rstrip(".").lower()
-                found = self._match(target)
+                targets.append(target)
+                found = self._match(target, profile)
                 if found is not None and found.verdict == "block":
                     return "blocked", f"cname {target}: {found.rule}", found.list_name
             elif (
@@ -298,10 +375,30 @@ class Resolver:
                 ip = ipaddress.ip_address(str(rr.rdata))
                 if any(ip in net for net in PRIVATE_NETWORKS if net.version == ip.version):
                     return "blocked", f"rebinding: {ip}", None
+        if targets and self.clients is not None:  # other groups must check them on cache hits
+            if len(self._cname_targets) > 100_000:
+                self._cname_targets.clear()
+            self._cname_targets[q.qname] = tuple(targets)
         return "allowed", None, None
 
+    def _cname_blocked(self, qname: str, profile: Profile) -> Match | None:
+        for target in self._cname_targets.get(qname, ()):
+            found = self._match(target, profile)
+            if found is not None and found.verdict == "block":
+                return found
+        return None
+
+    def _fit(self, pending: Pending, response: bytes) -> bytes:
+        q = pending.query
+        if not pending.tcp and len(response) > max(512, q.edns_size or 512):
+            return _truncated(q, response)
+        return response
+
     async def resolve(self, pending: Pending) -> bytes:
-        q, started = pending.query, pending.started
+        q, started, profile = pending.query, pending.started, pending.profile
+        group = profile.group if profile is not None else None
+        if pending.rewrite is not None:
+            return await self._safe_search(pending, pending.rewrite)
         key = (q.qname, q.qtype, q.qclass, q.do)
         pool = self._pool_for(q.qname)
         try:
@@ -309,38 +406,50 @@ class Resolver:
         except (TimeoutError, UpstreamError, OSError):
             stale = self.cache.get_stale(key, q.id)
             if stale is not None:
-                self._record(q, pending.client, "stale", stale, started)
-                return (
-                    stale
-                    if pending.tcp or len(stale) <= max(512, q.edns_size or 512)
-                    else _truncated(q, stale)
-                )
+                self._feed_sets(q.qname, stale, stale=True)
+                self._record(q, pending.client, "stale", stale, started, group=group)
+                return self._fit(pending, stale)
             response = wire.servfail(q)
-            self._record(q, pending.client, "servfail", response, started)
+            self._record(q, pending.client, "servfail", response, started, group=group)
             return response
         self.metrics.upstream_latency((self.clock() - started) * 1000.0)
-        verdict, rule, list_name = self._inspect(q, response)
+        verdict, rule, list_name = self._inspect(q, response, profile)
         if verdict == "blocked":
-            blocked = self.blocked_answer(q)
-            self._record(
-                q,
-                pending.client,
-                "blocked",
-                blocked,
-                started,
-                rule,
-                list_name,
-                upstream.spec.address,
-            )
-            return blocked
+            address = upstream.spec.address
+            return self._blocked(q, pending.client, started, profile, rule, list_name, address)
         self.cache.put(key, response)
+        self._feed_sets(q.qname, response)
         response = wire.with_id(response, q.id)
-        self._record(
-            q, pending.client, "allowed", response, started, upstream=upstream.spec.address
-        )
-        if not pending.tcp and len(response) > max(512, q.edns_size or 512):
-            return _truncated(q, response)
-        return response
+        self._record(q, pending.client, "allowed", response, started,
+                     upstream=upstream.spec.address, group=group)  # fmt: skip
+        return self._fit(pending, response)
+
+    async def _safe_search(self, pending: Pending, target: str) -> bytes:
+        """The safe host's addresses under the asked name, behind a CNAME (like AdGuard Home
+        and Pi-hole do): the browser keeps its URL, the provider serves the safe version."""
+        q = pending.query
+        group = pending.profile.group if pending.profile is not None else None
+        key = (target, q.qtype, 1, q.do)
+        upstream = None
+        answer = self.cache.get(key, q.id)
+        if answer is None:
+            record = DNSRecord.question(target, QTYPE.get(q.qtype, "A"))
+            if q.do:
+                record.add_ar(EDNS0(flags="do", udp_len=1232))
+            try:
+                answer, used = await self._pool_for(target).query(bytes(record.pack()))
+                upstream = used.spec.address
+            except (TimeoutError, UpstreamError, OSError):
+                answer = self.cache.get_stale(key, q.id)
+            if answer is None:
+                response = wire.servfail(q)
+                self._record(q, pending.client, "servfail", response, pending.started, group=group)
+                return response
+            self.cache.put(key, answer)
+        response = safe_search_answer(q, target, answer)
+        self._record(q, pending.client, "safe-search", response, pending.started,
+                     target, None, upstream, group)  # fmt: skip
+        return self._fit(pending, response)
 
     async def prefetch(self, limit: int = 50) -> int:
         """Refresh popular entries before they expire, so clients keep hitting the cache."""
@@ -357,8 +466,42 @@ class Resolver:
             q = wire.parse_query(packet)
             if self._inspect(q, response)[0] == "allowed":
                 self.cache.put((qname, qtype, qclass, do), response)
+                self._feed_sets(qname, response)
                 done += 1
         return done
+
+    def seed_domain_sets(self) -> int:
+        """Feed every cached answer for names the rules follow (after the sets were made or
+        emptied by a new ruleset): clients that resolved a name before the rule existed
+        still use those addresses."""
+        if self.domain_sets is None or self.set_feed is None:
+            return 0
+        count = 0
+        for (qname, _, _, _), data in self.cache.responses():
+            count += self.domain_sets.feed(
+                self.set_feed, qname, data, self.config.domain_set_timeout
+            )
+        return count
+
+    async def prime_domain_sets(self, limit: int = 500) -> int:
+        """Resolve the rules' exact names (A and AAAA) so their sets are filled before any
+        client asks: a device that kept an address from before cannot slip through."""
+        if self.domain_sets is None or self.set_feed is None:
+            return 0
+        count = 0
+        for name in self.domain_sets.exact_names[:limit]:
+            for qtype in ("A", "AAAA"):
+                packet = bytes(DNSRecord.question(name, qtype).pack())
+                try:
+                    response, _ = await self._pool_for(name).query(packet)
+                except (TimeoutError, UpstreamError, OSError, WireError):
+                    continue
+                q = wire.parse_query(packet)
+                if self._inspect(q, response)[0] == "allowed":
+                    self.cache.put((name, q.qtype, 1, False), response)
+                    self._feed_sets(name, response)
+                    count += 1
+        return count
 
     async def close(self) -> None:
         await self.pool.close()

@@ -14,7 +14,7 @@ from pathlib import Path as FsPath
 from typing import Any, Literal
 
 from policies.checks import Checker, suggest
-from policies.schema import NAME_PATTERN
+from policies.schema_base import NAME_PATTERN
 from policies.yaml_source import Path
 
 BlockMode = Literal["nxdomain", "null", "ip", "refused"]
@@ -62,7 +62,7 @@ class DnsSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _domain(ck: Checker, value: Any, path: Path) -> str | None:
+def domain_name(ck: Checker, value: Any, path: Path) -> str | None:
     if not isinstance(value, str) or not _DOMAIN.match(value.strip().lower().rstrip(".")):
         ck.error(path, f"expected a domain name, got {value!r}")
         return None
@@ -137,7 +137,7 @@ def parse_dns(ck: Checker, value: Any, base_dir: FsPath) -> DnsSettings | None:
     records: list[tuple[str, str, str]] = []
     for name, spec in ck.named_mapping(data.get("local_records"), ("dns", "local_records")).items():
         rpath: Path = ("dns", "local_records", name)
-        host = _domain(ck, name, rpath)
+        host = domain_name(ck, name, rpath)
         if host is None or not isinstance(spec, dict):
             if host is not None:
                 ck.error(rpath, "expected a mapping like {A: 192.0.2.10}")
@@ -150,7 +150,7 @@ def parse_dns(ck: Checker, value: Any, base_dir: FsPath) -> DnsSettings | None:
                 continue
             for ip_path, item in ck.strings(rvalue, vpath):
                 if rtype == "CNAME":
-                    target = _domain(ck, item, ip_path)
+                    target = domain_name(ck, item, ip_path)
                     if target:
                         records.append((host, rtype, target))
                     continue
@@ -167,7 +167,7 @@ def parse_dns(ck: Checker, value: Any, base_dir: FsPath) -> DnsSettings | None:
         data.get("forward_zones"), ("dns", "forward_zones")
     ).items():
         zpath: Path = ("dns", "forward_zones", domain)
-        d = _domain(ck, domain, zpath)
+        d = domain_name(ck, domain, zpath)
         eps = _endpoints(ck, servers, zpath)
         if d and eps:
             zones.append((d, eps))
@@ -190,15 +190,19 @@ def parse_dns(ck: Checker, value: Any, base_dir: FsPath) -> DnsSettings | None:
         ck.error(("dns", "query_log", "retention_days"), f"expected days > 0, got {retention!r}")
         retention = 7
     block = tuple(
-        d for p, v in ck.strings(data.get("block"), ("dns", "block")) if (d := _domain(ck, v, p))
+        d
+        for p, v in ck.strings(data.get("block"), ("dns", "block"))
+        if (d := domain_name(ck, v, p))
     )
     allow = tuple(
-        d for p, v in ck.strings(data.get("allow"), ("dns", "allow")) if (d := _domain(ck, v, p))
+        d
+        for p, v in ck.strings(data.get("allow"), ("dns", "allow"))
+        if (d := domain_name(ck, v, p))
     )
     rebind_allow = tuple(
         d
         for p, v in ck.strings(data.get("rebind_allow"), ("dns", "rebind_allow"))
-        if (d := _domain(ck, v, p))
+        if (d := domain_name(ck, v, p))
     )
     return DnsSettings(
         listen=_endpoints(ck, data.get("listen"), ("dns", "listen")),

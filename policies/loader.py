@@ -26,9 +26,9 @@ from policies.objects import (
     parse_zones,
 )
 from policies.sections import Names, parse_defaults, parse_rules
+from policies.web_filter import WebContext, parse_clients, parse_web_filter
+from policies.webcatalog import Catalogue, CatalogueError, default_catalogue
 from policies.yaml_source import load_yaml
-
-RESERVED_SECTIONS = ("web_filter",)
 
 
 @dataclass(frozen=True)
@@ -108,10 +108,21 @@ def _build(ck: Checker, data: Any, base_dir: Path, read_feed: FeedReader) -> Pol
         ck.error(
             ("blocklists", name), f"'{name}' is also an address group; names must differ", key=True
         )
-    names = Names({z.name: z for z in zones}, groups, blocklists, services, schedules)
+    catalogue = _catalogue(ck, top)
+    names = Names(
+        {z.name: z for z in zones}, groups, blocklists, services, schedules, catalogue=catalogue
+    )
+    nat = parse_nat(ck, top.get("nat"), names)
+    dns = parse_dns(ck, top.get("dns"), base_dir)
+    clients = parse_clients(ck, top.get("clients"))
+    web_filter = None
+    if catalogue is not None:
+        ctx = WebContext(names.zones, schedules, dns, nat.masquerade, clients, catalogue, base_dir)
+        web_filter = parse_web_filter(ck, top.get("web_filter"), ctx)
+    if web_filter is not None:
+        names.client_groups = {g.name: g.members for g in web_filter.groups}
     rules = parse_rules(ck, top.get("rules"), names)
     defaults = parse_defaults(ck, top.get("defaults"), names)
-    nat = parse_nat(ck, top.get("nat"), names)
     for name, bl in blocklists.items():
         if not bl.zones and bl.block != "none":
             if nat.masquerade:
@@ -123,18 +134,6 @@ def _build(ck: Checker, data: Any, base_dir: Path, read_feed: FeedReader) -> Pol
                 )
     management = parse_management(ck, top.get("management"), names)
     offload, counters = _options(ck, top.get("options"))
-    dns = parse_dns(ck, top.get("dns"), base_dir)
-    reserved = {}
-    for section in RESERVED_SECTIONS:
-        if section in top:
-            if not isinstance(top[section], dict):
-                ck.error((section,), "expected a mapping")
-            else:
-                ck.warn(
-                    (section,),
-                    f"the '{section}' section is accepted but not enforced by this version",
-                )
-                reserved[section] = top[section]
     if site is None or ck.failed:
         return None
     return Policy(
@@ -152,8 +151,24 @@ def _build(ck: Checker, data: Any, base_dir: Path, read_feed: FeedReader) -> Pol
         offload=offload,
         counters=counters,
         dns=dns,
-        reserved=reserved,
+        web_filter=web_filter,
     )
+
+
+def _catalogue(ck: Checker, top: dict[str, Any]) -> Catalogue | None:
+    """The bundled catalogue, read only when a policy uses web filtering or web services."""
+    rules = top.get("rules")
+    uses_services = isinstance(rules, list) and any(
+        isinstance(r, dict) and isinstance(r.get("to"), dict) and "web_services" in r["to"]
+        for r in rules
+    )
+    if "web_filter" not in top and not uses_services:
+        return None
+    try:
+        return default_catalogue()
+    except CatalogueError as exc:
+        ck.error(("web_filter",), f"the bundled web catalogue is broken: {exc}")
+        return None
 
 
 def _options(ck: Checker, value: Any) -> tuple[Any, bool]:

@@ -7,11 +7,14 @@ report a user mistake; if a Policy exists, it is valid.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from policies.dns_section import DnsSettings
 from policies.intervals import Interval
+
+if TYPE_CHECKING:
+    from policies.web_model import WebFilter
 
 SCHEMA_VERSION = 1
 
@@ -100,12 +103,50 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class DomainSet:
+    """A rule's destination names. The compiler declares the nft sets ``{name}_v4`` and
+    ``{name}_v6`` (with timeouts); the resolver adds the addresses it answers for matching
+    names, so the rule follows the names' addresses like dnsmasq's nftset does.
+
+    A pattern ``example.com`` covers the name and its subdomains, ``*.example.com`` only
+    the subdomains (the same meaning as in block lists).
+    """
+
+    name: str
+    patterns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClientMembers:
+    """Who is in a client group: addresses (the named set ``cg_<group>``), MACs, zones."""
+
+    addresses: AddressSet
+    macs: tuple[str, ...] = ()
+    zones: tuple[str, ...] = ()
+
+    @property
+    def mac_set(self) -> str:
+        assert self.addresses.name is not None
+        return f"{self.addresses.name}_mac"
+
+    def empty(self) -> bool:
+        return not (self.addresses.v4 or self.addresses.v6 or self.macs or self.zones)
+
+
+@dataclass(frozen=True)
 class Endpoint:
-    """One side of a rule: zones (None = any zone, or self) and optional addresses."""
+    """One side of a rule: zones (None = any zone, or self) and optional addresses.
+
+    ``members`` (a web-filter client group) and ``domains`` (destination names) are
+    alternatives to ``addresses``; the compiler expands a client group into one rule per
+    kind of member (addresses, MACs, zones).
+    """
 
     zones: tuple[str, ...] | None
     is_self: bool = False
     addresses: AddressSet | None = None
+    members: ClientMembers | None = None
+    domains: DomainSet | None = None
 
 
 @dataclass(frozen=True)
@@ -199,8 +240,7 @@ class Policy:
     offload: Literal["auto", "on", "off"] = "auto"
     counters: bool = True
     dns: DnsSettings | None = None
-    # Sections owned by later features (web filtering), kept verbatim until then.
-    reserved: dict[str, Any] = field(default_factory=dict)
+    web_filter: WebFilter | None = None
 
     def default_for(self, src: str, dst: str) -> Default:
         """The default for traffic from zone (or self) ``src`` to zone (or self) ``dst``.

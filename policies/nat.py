@@ -8,7 +8,7 @@ from typing import Any, Literal
 from policies.checks import Checker, suggest
 from policies.model import Management, Nat, PortForward, PortRange
 from policies.objects import parse_port_range
-from policies.schema import NAME_PATTERN
+from policies.schema_base import NAME_PATTERN
 from policies.sections import Names, _zone_ok, parse_addresses
 from policies.yaml_source import Path
 

@@ -31,7 +31,7 @@ from policies.model import (
     TimeWindow,
     Zone,
 )
-from policies.schema import IFNAME_PATTERN, NAME_PATTERN, ZONE_PATTERN
+from policies.schema_base import IFNAME_PATTERN, NAME_PATTERN, ZONE_PATTERN
 from policies.yaml_source import Path
 
 FeedReader = Callable[[FsPath], FeedData]

@@ -9,33 +9,17 @@ is the port in range) live in the validator, which reports them with file:line:c
 from __future__ import annotations
 
 import json
-from typing import Any
 
-JSON = dict[str, Any]
-
-NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
-ZONE_PATTERN = r"^[a-z][a-z0-9_]{0,15}$"
-IFNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$"
-
-
-def _s(description: str, **extra: Any) -> JSON:
-    return {"type": "string", "description": description, **extra}
-
-
-def _one_or_many(item: JSON, description: str) -> JSON:
-    return {"description": description, "oneOf": [item, {"type": "array", "items": item}]}
-
-
-def _obj(
-    properties: dict[str, JSON], required: tuple[str, ...] = (), description: str = ""
-) -> JSON:
-    out: JSON = {"type": "object", "properties": properties, "additionalProperties": False}
-    if required:
-        out["required"] = list(required)
-    if description:
-        out["description"] = description
-    return out
-
+from policies.schema_base import (
+    IFNAME_PATTERN,
+    JSON,
+    NAME_PATTERN,
+    ZONE_PATTERN,
+    _obj,
+    _one_or_many,
+    _s,
+)
+from policies.web_schema import WEB_OBJECTS, WEB_TOP_LEVEL
 
 _PORT = {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 65535}, {"type": "string"}]}
 _ACTION = {"enum": ["accept", "drop", "reject"], "description": "verdict"}
@@ -64,7 +48,10 @@ _WINDOW = _obj(
     description="a weekly time window",
 )
 _ENDPOINT: JSON = {
-    "description": "zone(s), 'self', 'any', address group(s), block list(s) or literal addresses",
+    "description": (
+        "zone(s), 'self', 'any', address group(s), block list(s), client group(s) or literal "
+        "addresses"
+    ),
     "oneOf": [
         {"type": "string"},
         {"type": "array", "items": {"type": "string"}},
@@ -72,6 +59,14 @@ _ENDPOINT: JSON = {
             {
                 "zone": _one_or_many(_s("zone name"), "zones"),
                 "address": _one_or_many(_s("group, block list or address"), "addresses"),
+                "group": _one_or_many(_s("web_filter client group"), "client groups"),
+                "domains": _one_or_many(
+                    _s("domain name; *.x = subdomains only"),
+                    "destination names: the addresses the resolver answers for them",
+                ),
+                "web_services": _one_or_many(
+                    _s("catalogue service or service group"), "destination services by name"
+                ),
             }
         ),
     ],
@@ -265,6 +260,8 @@ OBJECTS.update(
     }
 )
 
+OBJECTS.update(WEB_OBJECTS)
+
 TOP_LEVEL: JSON = _obj(
     {
         "version": {"const": 1, "description": "policy schema version"},
@@ -300,7 +297,7 @@ TOP_LEVEL: JSON = _obj(
         "management": {"$ref": "#/$defs/management"},
         "options": {"$ref": "#/$defs/options"},
         "dns": {"$ref": "#/$defs/dns"},
-        "web_filter": {"type": "object", "description": "reserved for web filtering"},
+        **WEB_TOP_LEVEL,
     },
     required=("version", "site", "zones"),
     description="An EdgeGuard site policy",

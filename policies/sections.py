@@ -7,10 +7,11 @@ schedules defined earlier; an unknown name is reported with what exists instead.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from policies.checks import Checker, suggest, type_name
+from policies.dns_section import domain_name
 from policies.intervals import Interval, merge
 from policies.model import (
     ANY,
@@ -18,7 +19,9 @@ from policies.model import (
     Action,
     AddressSet,
     BlockList,
+    ClientMembers,
     Default,
+    DomainSet,
     Endpoint,
     LimitSpec,
     LogSpec,
@@ -28,7 +31,8 @@ from policies.model import (
     Zone,
 )
 from policies.objects import looks_like_address, parse_literal, parse_windows
-from policies.schema import NAME_PATTERN
+from policies.schema_base import NAME_PATTERN
+from policies.webcatalog import Catalogue
 from policies.yaml_source import Path
 
 _RATE = re.compile(r"^[1-9]\d{0,8}/(second|minute|hour|day)$")
@@ -46,6 +50,8 @@ class Names:
     blocklists: dict[str, BlockList]
     services: dict[str, Service]
     schedules: dict[str, Schedule]
+    client_groups: dict[str, ClientMembers] = field(default_factory=dict)
+    catalogue: Catalogue | None = None
 
     def address_set(self, name: str) -> AddressSet | None:
         if name in self.groups:
@@ -116,11 +122,20 @@ def parse_endpoint(ck: Checker, value: Any, path: Path, names: Names) -> Endpoin
             if "address" in data
             else None
         )
-        return Endpoint(zones, addresses=addrs)
+        members = (
+            _client_groups(ck, data["group"], (*path, "group"), names) if "group" in data else None
+        )
+        domains = _destination_names(ck, data, path, names)
+        if sum(x is not None for x in (addrs, members, domains)) > 1:
+            ck.error(path, "use one of address, group, or domains/web_services per side")
+            return None
+        return Endpoint(zones, addresses=addrs, members=members, domains=domains)
     items = ck.strings(value, path)
     if not items:
         ck.error(path, f"expected a zone, address group or address, got {type_name(value)}")
         return None
+    if len(items) == 1 and items[0][1] in names.client_groups:
+        return Endpoint(None, members=_client_groups(ck, items[0][1], path, names))
     zone_items = [(p, v) for p, v in items if v in names.zones or v in (ANY, SELF)]
     addr_items = [(p, v) for p, v in items if (p, v) not in zone_items]
     if any(v in (ANY, SELF) for _, v in items) and len(items) > 1:
@@ -147,6 +162,59 @@ def parse_endpoint(ck: Checker, value: Any, path: Path, names: Names) -> Endpoin
         return Endpoint(tuple(v for _, v in zone_items))
     addrs = parse_addresses(ck, [v for _, v in addr_items], path, names)
     return Endpoint(None, addresses=addrs) if addrs else None
+
+
+def _client_groups(ck: Checker, value: Any, path: Path, names: Names) -> ClientMembers | None:
+    """One client group, or several merged (their addresses, MACs and zones together)."""
+    found: list[ClientMembers] = []
+    for gpath, gname in ck.strings(value, path):
+        if gname not in names.client_groups:
+            known = list(names.client_groups)
+            ck.error(
+                gpath,
+                f"unknown client group '{gname}' (web_filter.groups: "
+                f"{', '.join(known) or 'none defined'}){suggest(gname, known)}",
+            )
+        else:
+            found.append(names.client_groups[gname])
+    if not found:
+        return None
+    if len(found) == 1:
+        return found[0]
+    label = "cg_" + "_".join(m.addresses.name[3:] for m in found if m.addresses.name)[:24]
+    return ClientMembers(
+        AddressSet(
+            label,
+            tuple(merge([iv for m in found for iv in m.addresses.v4])),
+            tuple(merge([iv for m in found for iv in m.addresses.v6])),
+        ),
+        tuple(dict.fromkeys(mac for m in found for mac in m.macs)),
+        tuple(dict.fromkeys(z for m in found for z in m.zones)),
+    )
+
+
+def _destination_names(
+    ck: Checker, data: dict[str, Any], path: Path, names: Names
+) -> DomainSet | None:
+    """``domains`` and ``web_services`` of an endpoint; the set is named by parse_rules."""
+    patterns: list[str] = []
+    for dpath, text in ck.strings(data.get("domains"), (*path, "domains")):
+        wild = text.strip().startswith("*.")
+        name = domain_name(ck, text.strip()[2:] if wild else text, dpath)
+        if name is not None:
+            patterns.append(f"*.{name}" if wild else name)
+    for spath, sname in ck.strings(data.get("web_services"), (*path, "web_services")):
+        if names.catalogue is None:
+            continue
+        try:
+            for service in names.catalogue.expand_services([sname]):
+                patterns += service.domains
+        except KeyError:
+            known = [*names.catalogue.service_groups, *names.catalogue.services]
+            ck.error(spath, f"unknown service '{sname}'{suggest(sname, known)}")
+    if "domains" not in data and "web_services" not in data:
+        return None
+    return DomainSet("", tuple(dict.fromkeys(patterns)))
 
 
 def _zone_ok(
@@ -231,6 +299,14 @@ def parse_rules(ck: Checker, value: Any, names: Names) -> list[Rule]:
             seen.add(rname)
         src = parse_endpoint(ck, data.get("from"), (*path, "from"), names)
         dst = parse_endpoint(ck, data.get("to"), (*path, "to"), names)
+        if src is not None and src.domains is not None:
+            ck.error(
+                (*path, "from"), "domains and web_services name destinations: use them in 'to'"
+            )
+        if dst is not None and dst.domains is not None:
+            if not dst.domains.patterns:
+                ck.error((*path, "to"), "no destination names given")
+            dst = replace(dst, domains=DomainSet(f"dom_{rname}", dst.domains.patterns))
         if src and dst and src.is_self and dst.is_self:
             ck.error((*path, "to"), "a rule cannot go from self to self")
         services: list[Service] = []

@@ -14,7 +14,8 @@ from policies.compiler.matches import (
     set_block,
     set_name,
 )
-from policies.compiler.rules import DynamicSet, dynamic_sets, rule_lines
+from policies.compiler.rules import DynamicSet, dynamic_sets, expand_members, rule_lines
+from policies.compiler.webfilter import WebFilterParts, domain_sets, mac_sets
 from policies.intervals import format_elements
 from policies.model import (
     SELF,
@@ -56,14 +57,19 @@ class Layout:
         self.dynamic: list[DynamicSet] = []
         self.stats: dict[str, int] = {}
         self.consts = ConstSets()
+        self.web = WebFilterParts(policy, self.ifaces)
+        self.rules = [v for r in policy.rules for v in expand_members(r)]
         self._place_rules()
 
     # -- rules into zone-pair chains ---------------------------------------------------------
     def _place_rules(self) -> None:
-        for rule in self.p.rules:
+        for rule in self.rules:
             lines = rule_lines(rule, self.offset, self.consts)
             self.dynamic += dynamic_sets(rule)
             src_zones = rule.src.zones or self._zones_holding(rule.src.addresses)
+            if rule.src.members is not None and rule.src.zones is None:
+                # a MAC is a neighbour on an inside segment, never behind the WAN
+                src_zones = [z for z in src_zones if z not in self.p.nat.masquerade]
             dst_zones = rule.dst.zones or self._zones_holding(rule.dst.addresses)
             if rule.src.is_self:
                 for z in dst_zones:
@@ -198,7 +204,7 @@ class Layout:
 
     def _named_sets(self) -> list[AddressSet]:
         found: dict[str, AddressSet] = {}
-        for rule in self.p.rules:
+        for rule in self.rules:
             for side in (rule.src.addresses, rule.dst.addresses):
                 if side is not None and side.name:
                     found.setdefault(side.name, side)
@@ -261,6 +267,11 @@ class Layout:
                 elements += len(elems)
                 lines += set_block(set_name(aset, fam), fam, elems)
         lines += self.consts.render()
+        lines += self.web.sets()
+        lines += mac_sets(r.src.members for r in self.rules if r.src.members is not None)
+        lines += domain_sets(
+            dict.fromkeys(r.dst.domains for r in self.p.rules if r.dst.domains is not None)
+        )
         for ds in self.dynamic:
             lines += [
                 f"\tset {ds.name} {{",
@@ -301,8 +312,9 @@ class Layout:
             pre, post = self._port_forward_lines(pf)
             pf_pre += pre
             pf_post += post
-        if pf_pre:
-            lines += _base("dstnat", "nat hook prerouting priority dstnat; policy accept;", pf_pre)
+        dstnat = [*self.web.dstnat_lines(), *pf_pre]
+        if dstnat:
+            lines += _base("dstnat", "nat hook prerouting priority dstnat; policy accept;", dstnat)
         masq = []
         if self.p.nat.masquerade:
             wan = quoted(self._zone_ifaces(self.p.nat.masquerade))
@@ -319,6 +331,7 @@ class Layout:
                 _CT_FAST_PATH,
                 *self._anti_lockout(),
                 *self._blocklist_lines("inbound"),
+                *self.web.input_lines(),
                 _ICMPV6_INPUT,
                 *_vmap("iifname", inp_map),
                 *tail_counter,
@@ -329,6 +342,7 @@ class Layout:
             _CT_FAST_PATH,
             *self._blocklist_lines("inbound"),
             *self._blocklist_lines("outbound"),
+            *self.web.forward_lines(),
             *(['ct status dnat accept comment "port forwards"'] if pf_pre else []),
             _ICMPV6_FORWARD,
             *_vmap("iifname . oifname", fwd_map),
@@ -342,7 +356,7 @@ class Layout:
             out_body = ['oif "lo" accept', _CT_FAST_PATH, *outbound]
             out_body += [_ICMPV6_OUTPUT, *_vmap("oifname", out_map)] if out_map else []
         lines += _base("output", "filter hook output priority filter; policy accept;", out_body)
-        for chain in pair_chains:
+        for chain in [*self.web.chains(), *pair_chains]:
             lines += chain
         return lines
 

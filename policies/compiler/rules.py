@@ -9,11 +9,11 @@ for IPv4 and IPv6 alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from policies.compiler.matches import IP, ConstSets, address_match, log_statement
 from policies.compiler.schedule import schedule_matches
-from policies.model import Family, Rule
+from policies.model import AddressSet, ClientMembers, Endpoint, Family, Rule
 
 _UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
@@ -59,7 +59,7 @@ def _names(items: list[str]) -> str:
 
 def rule_families(rule: Rule) -> list[Family | None]:
     """[None] when addresses do not force a split, else the families both sides share."""
-    if rule.src.addresses is None and rule.dst.addresses is None:
+    if rule.src.addresses is None and rule.dst.addresses is None and rule.dst.domains is None:
         return [None]
     fams: set[Family] = {4, 6}
     for side in (rule.src.addresses, rule.dst.addresses):
@@ -100,6 +100,37 @@ def _limit(rule: Rule, family: Family) -> str:
     return spec
 
 
+def _variants(end: Endpoint, source: bool) -> list[Endpoint]:
+    m = end.members
+    if m is None:
+        return [end]
+    out: list[Endpoint] = []
+    if m.addresses.v4 or m.addresses.v6:
+        out.append(Endpoint(end.zones, addresses=m.addresses))
+    if m.macs and source:
+        out.append(Endpoint(end.zones, members=ClientMembers(AddressSet(m.addresses.name), m.macs)))
+    zones = tuple(z for z in m.zones if end.zones is None or z in end.zones)
+    if zones:
+        out.append(Endpoint(zones))
+    return out
+
+
+def expand_members(rule: Rule) -> list[Rule]:
+    """A rule naming a client group, as one rule per kind of member the group has.
+
+    Addresses match ``ip saddr @cg_<group>_v4``, MACs ``ether saddr @cg_<group>_mac`` (the
+    sender on the office's own segment; MACs only ever match sources), and zone members
+    become the zone itself.
+    """
+    if rule.src.members is None and rule.dst.members is None:
+        return [rule]
+    return [
+        replace(rule, src=s, dst=d)
+        for s in _variants(rule.src, True)
+        for d in _variants(rule.dst, False)
+    ]
+
+
 def rule_lines(rule: Rule, offset_minutes: int, consts: ConstSets) -> list[str]:
     """The nft lines for ``rule`` (schedules in UTC for the given site offset)."""
     when = schedule_matches(rule.schedule.windows, offset_minutes) if rule.schedule else [""]
@@ -114,12 +145,17 @@ def rule_lines(rule: Rule, offset_minutes: int, consts: ConstSets) -> list[str]:
                 fams = [part.family] if part.family else [4, 6]
             for fam in fams:
                 base: list[str] = []
-                if fam is not None and rule.src.addresses is None and rule.dst.addresses is None:
+                src, dst = rule.src, rule.dst
+                if fam is not None and not (src.addresses or dst.addresses or dst.domains):
                     base.append(f"meta nfproto ipv{fam}")
-                if fam is not None and rule.src.addresses is not None:
-                    base.append(address_match(rule.src.addresses, fam, "saddr", consts))
-                if fam is not None and rule.dst.addresses is not None:
-                    base.append(address_match(rule.dst.addresses, fam, "daddr", consts))
+                if src.members is not None and src.members.macs:
+                    base.append(f"ether saddr @{src.members.mac_set}")
+                if fam is not None and src.addresses is not None:
+                    base.append(address_match(src.addresses, fam, "saddr", consts))
+                if fam is not None and dst.addresses is not None:
+                    base.append(address_match(dst.addresses, fam, "daddr", consts))
+                if fam is not None and dst.domains is not None:
+                    base.append(f"{IP[fam]} daddr @{dst.domains.name}_v{fam}")
                 if part.match:
                     base.append(part.match)
                 for sched in when:

@@ -823,13 +823,15 @@ def test_all_errors_are_reported_at_once_in_file_order() -> None:
 
 
 def test_valid_policy_with_a_warning_still_loads() -> None:
-    loaded = load(BASE + "web_filter:\n  groups: {}\n")
+    loaded = load(
+        BASE
+        + "blocklists:\n  bad:\n    files: [bad.txt]\n    zones: [wan]\n",
+        read_feed=feeds({"bad.txt": "192.0.2.0/24\njunk line\n"}),
+    )
     (w,) = loaded.warnings
     assert w.severity == "warning"
-    assert_problem(
-        w, at(2, 3), "web_filter", "the 'web_filter' section is accepted but not enforced"
-    )
-    assert loaded.policy.reserved == {"web_filter": {"groups": {}}}
+    assert_problem(w, at(3, 13), "blocklists.bad.files[0]", "1 line(s) of bad.txt skipped")
+    assert loaded.policy.blocklists[0].entries == 1
 
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "policies" / "examples").glob("*.yaml"))
@@ -837,7 +839,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "policies" / "examples"
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_examples_load_without_problems(example: Path) -> None:
-    assert len(EXAMPLES) == 3
+    assert len(EXAMPLES) == 4
     loaded = load_policy(example)
     assert loaded.warnings == ()
     assert loaded.policy.rules
