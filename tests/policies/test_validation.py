@@ -824,8 +824,7 @@ def test_all_errors_are_reported_at_once_in_file_order() -> None:
 
 def test_valid_policy_with_a_warning_still_loads() -> None:
     loaded = load(
-        BASE
-        + "blocklists:\n  bad:\n    files: [bad.txt]\n    zones: [wan]\n",
+        BASE + "blocklists:\n  bad:\n    files: [bad.txt]\n    zones: [wan]\n",
         read_feed=feeds({"bad.txt": "192.0.2.0/24\njunk line\n"}),
     )
     (w,) = loaded.warnings
