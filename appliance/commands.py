@@ -13,15 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from appliance.dns_service import resolver_for
 from appliance.engine import AdminAccess, Engine
 from appliance.errors import ApplianceError
 from appliance.nft import LibNftables
+from appliance.runtime import DnsRuntime
 from appliance.store import ConfigStore
 from dns_filter.errors import DnsFilterError
-from dns_filter.resolver import Resolver
-from dns_filter.server import DnsServer
-from dns_filter.updater import ListUpdater
 from policies.errors import PolicyError, PolicyValidationError
 from policies.loader import parse_policy
 from policies.model import Policy
@@ -154,53 +151,58 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(engine.boot(args.policy), flush=True)
     if args.once:
         return 0
+    base = args.policy.parent if args.policy else args.state_dir
+    return asyncio.run(_serve(engine, base, args.state_dir))
+
+
+def _live_policy(engine: Engine, base: Path) -> tuple[int | None, Policy | None]:
     live = engine.store.live()
-    policy = None
-    if live is not None:
-        base = args.policy.parent if args.policy else args.state_dir
-        try:
-            policy = parse_policy(
-                engine.store.texts(live.id)[0], "live-policy", base_dir=base
-            ).policy
-        except PolicyError as exc:
-            print(f"live policy does not parse any more ({exc}); not starting DNS", flush=True)
-    return asyncio.run(_serve(engine, policy, args.state_dir))
+    if live is None:
+        return None, None
+    try:
+        text = engine.store.texts(live.id)[0]
+        return live.id, parse_policy(text, "live-policy", base_dir=base).policy
+    except PolicyError as exc:
+        print(f"live policy does not parse any more ({exc}); not serving DNS", flush=True)
+        return live.id, None
 
 
-async def _serve(engine: Engine, policy: Policy | None, state_dir: Path) -> int:
+async def _serve(engine: Engine, base: Path, state_dir: Path) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server: DnsServer | None = None
-    resolver: Resolver | None = None
-    updater: ListUpdater | None = None
-    if policy is not None and policy.dns is not None:
+    runtime = DnsRuntime(state_dir)
+    version, policy = _live_policy(engine, base)
+
+    async def follow(policy: Policy | None, first: bool) -> None:
         try:
-            resolver, listen, lines, updater = resolver_for(policy, state_dir)
+            if policy is None or policy.dns is None:
+                await runtime.stop()
+                return
+            lines = await (runtime.start(policy) if first else runtime.follow(policy))
             for line in lines:
                 print(line, flush=True)
-            server = DnsServer(resolver, listen)
-            await server.start()
-            where = ", ".join(f"{h}:{p}" for h, p in server.bound)
-            print(f"resolver answering on {where}", flush=True)
-            updater.start()
         except (OSError, ValueError, DnsFilterError) as exc:
             print(f"DNS not started: {exc}", flush=True)
             engine.store.event("dns-error", str(exc))
+
+    await follow(policy, True)
     while not stop.is_set():
         if engine.expire():  # a lock and one SELECT: fine on the loop
             print("an unconfirmed apply passed its deadline: rolled back", flush=True)
+        live = engine.store.live()
+        if live is not None and live.id != version:
+            new_version, new_policy = _live_policy(engine, base)
+            print(f"version {new_version} is live now", flush=True)
+            if new_policy is not None and new_policy == policy:
+                runtime.table_replaced()
+            else:
+                await follow(new_policy, runtime.resolver is None)
+            version, policy = new_version, new_policy
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
-    if updater is not None:
-        updater.stop()
-    if server is not None:
-        await server.stop()
-    if resolver is not None:
-        await resolver.close()
-        if resolver.log is not None:
-            resolver.log.close()
+    await runtime.stop()
     return 0
 
 

@@ -92,11 +92,15 @@ LINKS: Mapping[str, LinkPlan] = {
 """The addressing plan, keyed by the role of the namespace behind each router interface."""
 
 ROLES: tuple[str, ...] = ("router", *LINKS)
-INET_SERVERS4: tuple[str, ...] = ("198.51.100.10/24", "198.51.100.20/32", "198.51.100.66/32")
-"""The "internet servers" on inet's srv0; .66 is the host block-list tests put on a list."""
+INET_SERVERS4: tuple[str, ...] = (
+    "198.51.100.10/24", "198.51.100.20/32", "198.51.100.66/32",
+    "198.51.100.30/32", "198.51.100.40/32",
+)  # fmt: skip
+"""The "internet servers" on inet's srv0; .66 is the host block-list tests put on a list,
+.30 the web filter's social network, .40 the IoT vendor's cloud."""
 INET_SERVERS6: tuple[str, ...] = ("2001:db8:100::10/64", "2001:db8:100::66/128")
 INET_ROUTE6 = ("2001:db8::/48", "2001:db8:ffff::2")
-SERVER_TCP_PORTS: tuple[int, ...] = (22, 80, 443, 8080)
+SERVER_TCP_PORTS: tuple[int, ...] = (22, 80, 443, 853, 8080)
 SERVER_UDP_PORTS: tuple[int, ...] = (53, 123, 5000)
 SERVER_ROLES: tuple[str, ...] = ("inet", "dmz")
 _MAX_PREFIX = 31 - len("-router")

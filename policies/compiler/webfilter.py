@@ -75,10 +75,18 @@ class WebFilterParts:
     def input_lines(self) -> list[str]:
         if not self.enforcing:
             return []
-        return [
+        lines = [
             f"iifname {self._zone_ifaces()} meta l4proto {{ tcp, udp }} th dport 53 "
             'accept comment "web filter: DNS to the box\'s resolver"'
         ]
+        dns = self.p.dns
+        for ip, addr in (("ip", dns.block_ipv4), ("ip6", dns.block_ipv6)) if dns else ():
+            if addr:
+                lines.append(
+                    f"iifname {self._zone_ifaces()} {ip} daddr {addr} tcp dport 80 "
+                    'accept comment "web filter: block page"'
+                )
+        return lines
 
     def forward_lines(self) -> list[str]:
         if not self.enforcing:
