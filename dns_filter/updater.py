@@ -67,7 +67,7 @@ class ListUpdater:
 
     def __post_init__(self) -> None:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self._mtimes: dict[Path, float] = {}
+        self._mtimes: dict[Path, tuple[int, int, int]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -124,15 +124,18 @@ class ListUpdater:
 
     # -- building ---------------------------------------------------------------------------
     def _files_changed(self) -> bool:
+        """Has a list file changed since the last look? (mtime, size and inode: an editor
+        that truncates and rewrites within one mtime tick still changes the size)"""
         changed = False
         for source in self.sources:
             for file in source.files:
                 try:
-                    mtime = file.stat().st_mtime
+                    st = file.stat()
                 except OSError:
                     continue
-                if self._mtimes.get(file) != mtime:
-                    self._mtimes[file] = mtime
+                signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+                if self._mtimes.get(file) != signature:
+                    self._mtimes[file] = signature
                     changed = True
         return changed
 
@@ -176,6 +179,10 @@ class ListUpdater:
                     next_fetch = time.monotonic() + self.interval
                     self.refresh()
                 elif self._files_changed():
+                    # A file caught mid-write: wait until it holds still, then build once.
+                    for _ in range(10):
+                        if self._stop.wait(min(file_poll, 0.2)) or not self._files_changed():
+                            break
                     self.on_swap(self.build())
 
         self._thread = threading.Thread(target=run, name="list-updater", daemon=True)

@@ -6,6 +6,7 @@ schedules defined earlier; an unknown name is reported with what exists instead.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -177,11 +178,15 @@ def _client_groups(ck: Checker, value: Any, path: Path, names: Names) -> ClientM
             )
         else:
             found.append(names.client_groups[gname])
+    found = list(dict.fromkeys(found))
     if not found:
         return None
     if len(found) == 1:
         return found[0]
-    label = "cg_" + "_".join(m.addresses.name[3:] for m in found if m.addresses.name)[:24]
+    # Group names may contain '_', so joining them is ambiguous (kids+staff vs kids_staff)
+    # and would share one nft set between different members: name the merge by a digest.
+    key = ",".join(sorted(m.addresses.name or "" for m in found))
+    label = "cgm_" + hashlib.sha1(key.encode()).hexdigest()[:12]
     return ClientMembers(
         AddressSet(
             label,
@@ -198,6 +203,7 @@ def _destination_names(
 ) -> DomainSet | None:
     """``domains`` and ``web_services`` of an endpoint; the set is named by parse_rules."""
     patterns: list[str] = []
+    before = len(ck.problems)
     for dpath, text in ck.strings(data.get("domains"), (*path, "domains")):
         wild = text.strip().startswith("*.")
         name = domain_name(ck, text.strip()[2:] if wild else text, dpath)
@@ -213,6 +219,8 @@ def _destination_names(
             known = [*names.catalogue.service_groups, *names.catalogue.services]
             ck.error(spath, f"unknown service '{sname}'{suggest(sname, known)}")
     if "domains" not in data and "web_services" not in data:
+        return None
+    if len(ck.problems) > before:  # reported; "no destination names" would only repeat it
         return None
     return DomainSet("", tuple(dict.fromkeys(patterns)))
 
@@ -309,6 +317,8 @@ def parse_rules(ck: Checker, value: Any, names: Names) -> list[Rule]:
             dst = replace(dst, domains=DomainSet(f"dom_{rname}", dst.domains.patterns))
         if src and dst and src.is_self and dst.is_self:
             ck.error((*path, "to"), "a rule cannot go from self to self")
+        for side, end in (("from", src), ("to", dst)):
+            _check_members(ck, data.get(side), (*path, side), end)
         services: list[Service] = []
         for spath, sname in ck.strings(data.get("service"), (*path, "service")):
             if sname == ANY:
@@ -337,6 +347,29 @@ def parse_rules(ck: Checker, value: Any, names: Names) -> list[Rule]:
             Rule(rname, src, dst, tuple(services), action, log, counter, limit, schedule, comment)
         )
     return rules
+
+
+def _check_members(ck: Checker, value: Any, path: Path, end: Endpoint | None) -> None:
+    """A client group that the compiler could not turn into a single nft line is an error,
+    not a rule that silently matches nothing."""
+    if end is None or end.members is None:
+        return
+    m = end.members
+    where = (*path, "group") if isinstance(value, dict) else path
+    raw = value.get("group") if isinstance(value, dict) else value
+    label = ", ".join(map(str, raw)) if isinstance(raw, list) else str(raw)
+    if m.empty():
+        ck.error(
+            where,
+            f"client group '{label}' has no addresses, MACs or zones to match "
+            "(a rule cannot match the clients that no group names)",
+        )
+    elif path[-1] == "to" and not (m.addresses.v4 or m.addresses.v6 or m.zones):
+        ck.error(
+            where,
+            f"client group '{label}' has only MAC addresses, and a MAC only matches a sender: "
+            "use the group in 'from', or give it addresses or a zone",
+        )
 
 
 def _rule_schedule(

@@ -18,8 +18,13 @@ BAD = ROOT / "tests" / "policies" / "bad"
 AT = "2025-06-02T10:00:00+00:00"  # fixed, so schedule-dependent output is repeatable
 
 
-def test_there_are_three_examples() -> None:
-    assert [p.stem for p in EXAMPLES] == ["office-guest-iot", "small-office", "strict-lockdown"]
+def test_there_are_four_examples() -> None:
+    assert [p.stem for p in EXAMPLES] == [
+        "office-guest-iot",
+        "small-office",
+        "strict-lockdown",
+        "web-filter",
+    ]
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
