@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := /usr/bin/python3
 VENV := .venv
 APT_PACKAGES := nftables python3-nftables python3-venv iproute2 iperf3
-DEMO_POLICY ?= policies/examples/small-office.yaml
+DEMO_POLICY ?= policies/examples/web-filter.yaml
 
 .PHONY: run test setup apt lint unit bench golden clean
 

@@ -24,7 +24,7 @@ from policies.summary import describe
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 DEFAULT_POLICY = (
-    Path(__file__).resolve().parent.parent / "policies" / "examples" / "small-office.yaml"
+    Path(__file__).resolve().parent.parent / "policies" / "examples" / "web-filter.yaml"
 )
 
 

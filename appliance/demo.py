@@ -18,8 +18,10 @@ from appliance import netns
 from appliance.lab import Lab
 from appliance.labprobe import Probe, ProbeResult
 
-# (label, from role, probe): flows a small office makes; each names what it shows.
-FLOWS: list[tuple[str, str, Probe]] = [
+Flow = tuple[str, str, Probe]  # (label, from role, probe)
+
+# Flows a small office makes (small-office.yaml); each names what it shows.
+FLOWS: list[Flow] = [
     (
         "LAN -> web server (IPv4, masqueraded)",
         "lan",
@@ -65,8 +67,43 @@ FLOWS: list[tuple[str, str, Probe]] = [
 ]
 
 
+def _dns(label: str, role: str, server: str, name: str, src: str | None = None) -> Flow:
+    return (label, role, Probe("dns", server, 53, src=src, qname=name, timeout=1.0))
+
+
+def _tcp(label: str, role: str, dst: str, port: int, src: str | None = None) -> Flow:
+    return (label, role, Probe("tcp", dst, port, src=src, timeout=0.5))
+
+
+# The web filter (web-filter.yaml): groups of people and devices, and no way around it.
+WEB_FILTER_FLOWS: list[Flow] = [
+    _tcp("staff -> web server (https)", "lan", "198.51.100.10", 443, "192.0.2.10"),
+    _dns("staff asks: adult.example", "lan", "192.0.2.1", "adult.example", "192.0.2.10"),
+    _dns("staff asks: phish.example (malware)", "lan", "192.0.2.1", "phish.example", "192.0.2.10"),
+    _dns("staff asks: social.example (lunch only)", "lan", "192.0.2.1", "social.example"),
+    _dns("kids ask: adult.example", "guest", "192.0.2.65", "adult.example"),
+    _dns("kids ask a rogue server: adult.example", "guest", "198.51.100.10", "adult.example"),
+    _dns("kids ask: www.google.com (safe search)", "guest", "192.0.2.65", "www.google.com"),
+    _dns("kids ask: use-application-dns.net", "guest", "192.0.2.65", "use-application-dns.net"),
+    _tcp("kids -> DNS over TLS (853)", "guest", "198.51.100.10", 853),
+    _tcp("kids -> social.example's address", "guest", "198.51.100.30", 443),
+    _tcp("admin laptop -> DNS over TLS (unfiltered)", "lan", "198.51.100.10", 853, "192.0.2.11"),
+    _dns("camera asks: cam.vendor-cloud.example", "iot", "192.0.2.129", "cam.vendor-cloud.example"),
+    _tcp("camera -> its vendor cloud (https)", "iot", "198.51.100.40", 443),
+    _tcp("camera -> any other server (https)", "iot", "198.51.100.10", 443),
+    _tcp("internet -> the box's ssh", "inet", "203.0.113.2", 22),
+]
+BLOCK_PAGE = "192.0.2.1"
+
+
+def flows_for(policy: Path) -> list[Flow]:
+    return WEB_FILTER_FLOWS if "web_filter:" in policy.read_text() else FLOWS
+
+
 def _verdict(result: ProbeResult, probe: Probe) -> str:
     if probe.kind == "dns" and result.ok:
+        if result.seen_as == BLOCK_PAGE:
+            return f"BLOCKED (block page {BLOCK_PAGE})"
         blocked = result.seen_as in ("NXDOMAIN", "REFUSED", "0.0.0.0")
         return f"{'BLOCKED' if blocked else 'ANSWERED'} ({result.seen_as})"
     if result.ok:
@@ -116,13 +153,17 @@ def run_demo(
             while deadline is None or time.monotonic() < deadline:
                 rounds += 1
                 print(f"\n--- traffic round {rounds} (Ctrl-C to stop) ---", flush=True)
-                by_role: dict[str, list[tuple[str, Probe]]] = {}
-                for label, role, probe in FLOWS:
-                    by_role.setdefault(role, []).append((label, probe))
-                for role, items in by_role.items():
-                    results = lab.probe(role, [p for _, p in items])
-                    for (label, probe), res in zip(items, results, strict=True):
-                        print(f"  {label:<46} {_verdict(res, probe)}", flush=True)
+                flows = flows_for(policy)
+                # DNS first: connections to names the firewall follows need the answer
+                for phase in ([f for f in flows if f[2].kind == "dns"],
+                              [f for f in flows if f[2].kind != "dns"]):  # fmt: skip
+                    by_role: dict[str, list[tuple[str, Probe]]] = {}
+                    for label, role, probe in phase:
+                        by_role.setdefault(role, []).append((label, probe))
+                    for role, items in by_role.items():
+                        results = lab.probe(role, [p for _, p in items])
+                        for (label, probe), res in zip(items, results, strict=True):
+                            print(f"  {label:<46} {_verdict(res, probe)}", flush=True)
                 time.sleep(interval)
         except KeyboardInterrupt:
             print("\nstopping", flush=True)

@@ -28,6 +28,7 @@ from dns_filter.updater import ListUpdater
 from policies.model import Policy
 
 BLOCK_PAGE_PORT = 80
+_WEB_LISTS = ("list service:", "list category:", "list group:", "list builtin:")
 
 
 def _block_page_addresses(policy: Policy) -> list[tuple[str, int]]:
@@ -75,7 +76,11 @@ class DnsRuntime:
             recent_blocks=self.recent_blocks,
         )
         self.resolver, self.updater = resolver, updater
-        lines += list_lines
+        web = [ln for ln in list_lines if ln.startswith(_WEB_LISTS)]
+        lines += [ln for ln in list_lines if not ln.startswith(_WEB_LISTS)]
+        if policy.web_filter is not None:
+            groups = ", ".join(g.name for g in policy.web_filter.groups)
+            lines.append(f"web filter: groups {groups}; {len(web)} category/service lists")
         self.server = DnsServer(resolver, listen)
         await self.server.start()
         lines.append(f"resolver answering on {', '.join(f'{h}:{p}' for h, p in self.server.bound)}")

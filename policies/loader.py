@@ -115,6 +115,13 @@ def _build(ck: Checker, data: Any, base_dir: Path, read_feed: FeedReader) -> Pol
     nat = parse_nat(ck, top.get("nat"), names)
     dns = parse_dns(ck, top.get("dns"), base_dir)
     clients = parse_clients(ck, top.get("clients"))
+    for name in clients:
+        if name in zone_names:  # a group's member 'lan' would silently mean the client
+            ck.error(
+                ("clients", name),
+                f"'{name}' is also a zone; client and zone names must differ",
+                key=True,
+            )
     web_filter = None
     if catalogue is not None:
         ctx = WebContext(names.zones, schedules, dns, nat.masquerade, clients, catalogue, base_dir)

@@ -36,6 +36,8 @@ from policies.yaml_source import Path
 
 _MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 _MAC_LIKE = re.compile(r"^[0-9a-z]{1,3}([:-][0-9a-z]{0,3}){3,7}$")
+# Not an address either: a MAC with an octet too few or too many (02:00:00:00:00).
+_BROKEN_MAC = re.compile(r"^[0-9a-z]{1,2}([:-][0-9a-z]{1,2}){2,7}$")
 BLOCK_MODES: tuple[BlockMode, ...] = ("nxdomain", "null", "ip", "refused")
 
 
@@ -84,8 +86,8 @@ def parse_clients(ck: Checker, value: Any) -> dict[str, Client]:
                 ck.error(ipath, parsed)
                 continue
             (client.v4 if parsed[0] == 4 else client.v6).append(parsed[1])
-        if not (client.macs or client.v4 or client.v6) and data:
-            ck.error(path, "a client needs 'mac' or 'ip'")
+        if "mac" not in data and "ip" not in data and len(data) == len(spec):
+            ck.error(path, "a client needs 'mac' or 'ip'")  # (an unknown key is reported)
         ck.text(data.get("description", ""), (*path, "description"))
         out[name] = client
     return out
@@ -113,8 +115,10 @@ def _members(ck: Checker, value: Any, path: Path, ctx: WebContext, group: str) -
     zones: list[str] = []
     for mpath, text in ck.strings(value, path):
         key = text.strip().lower()
+        also: list[str] = []  # the client's MACs: the same device if named directly
         if key in ctx.clients:
             c = ctx.clients[key]
+            also = c.macs
             macs += c.macs
             v4 += c.v4
             v6 += c.v6
@@ -130,7 +134,11 @@ def _members(ck: Checker, value: Any, path: Path, ctx: WebContext, group: str) -
         else:
             parsed = parse_literal(text)
             if isinstance(parsed, str):
-                if looks_like_address(text):
+                if _BROKEN_MAC.match(key):
+                    ck.error(
+                        mpath, f"malformed MAC address {text!r} (expected e.g. 02:00:00:00:00:21)"
+                    )
+                elif looks_like_address(text):
                     ck.error(mpath, parsed)
                 else:
                     known = [*ctx.clients, *ctx.zones]
@@ -142,9 +150,13 @@ def _members(ck: Checker, value: Any, path: Path, ctx: WebContext, group: str) -
                     )
                 continue
             (v4 if parsed[0] == 4 else v6).append(parsed[1])
-        if key in ctx.owners and ctx.owners[key][0] != group:
-            ck.error(mpath, f"'{text}' is already in group '{ctx.owners[key][0]}'")
-        ctx.owners.setdefault(key, (group, mpath))
+        for k in (key, *also):
+            if k in ctx.owners and ctx.owners[k][0] != group:
+                same = "" if k == key else f" (as MAC {k})"
+                ck.error(mpath, f"'{text}' is already in group '{ctx.owners[k][0]}'{same}")
+                break
+        for k in (key, *also):
+            ctx.owners.setdefault(k, (group, mpath))
     return ClientMembers(
         AddressSet(f"cg_{group}", tuple(merge(v4)), tuple(merge(v6))),
         tuple(dict.fromkeys(macs)),
@@ -336,8 +348,18 @@ def _categories(ck: Checker, value: Any, ctx: WebContext) -> None:
 
 
 def _listens_on(dns: DnsSettings, address: str, family: Family) -> bool:
-    wanted = {f"{address}:53", "0.0.0.0:53"} if family == 4 else {f"[{address}]:53", "[::]:53"}
-    return any(item.split("://")[-1] in wanted for item in dns.listen)
+    wanted = {
+        ipaddress.ip_address(address),
+        ipaddress.ip_address("0.0.0.0" if family == 4 else "::"),
+    }
+    for item in dns.listen:
+        host, _, port = item.split("://")[-1].rpartition(":")
+        try:
+            if port == "53" and ipaddress.ip_address(host.strip("[]")) in wanted:
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def _enforcement(

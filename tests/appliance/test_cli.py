@@ -157,8 +157,8 @@ def test_explain_prints_a_summary(example: Path, capsys: pytest.CaptureFixture[s
     assert err == ""
 
 
-def test_the_demo_policy_is_the_small_office_example() -> None:
-    assert DEFAULT_POLICY.is_file() and DEFAULT_POLICY.name == "small-office.yaml"
+def test_the_demo_policy_is_the_web_filter_example() -> None:
+    assert DEFAULT_POLICY.is_file() and DEFAULT_POLICY.name == "web-filter.yaml"
 
 
 def test_explain_refuses_a_broken_policy(capsys: pytest.CaptureFixture[str]) -> None:
