@@ -149,10 +149,12 @@ def parse_endpoint(ck: Checker, value: Any, path: Path, names: Names) -> Endpoin
     groups = [*names.groups, *names.blocklists]
     for p, v in unknown:
         extra = f"; groups: {', '.join(groups)}" if groups else ""
+        if names.client_groups:
+            extra += f"; client groups: {', '.join(names.client_groups)}"
         ck.error(
             p,
             f"unknown zone '{v}' (zones: {_zone_list(names)}{extra})"
-            f"{suggest(v, [*names.zones, *groups])}",
+            f"{suggest(v, [*names.zones, *groups, *names.client_groups])}",
         )
     if unknown:
         return None

@@ -16,9 +16,54 @@ def _addresses(a: AddressSet) -> str:
 def _endpoint(e: Endpoint) -> str:
     if e.is_self:
         return "the box"
-    zones = "/".join(e.zones) if e.zones else ("any zone" if e.addresses is None else "")
+    named = e.addresses or e.members
+    zones = "/".join(e.zones) if e.zones else ("any zone" if named is None else "")
     addrs = _addresses(e.addresses) if e.addresses else ""
+    if e.members is not None and e.members.addresses.name:
+        addrs = f"client group {e.members.addresses.name[3:]}"
+    if e.domains is not None:
+        shown = ", ".join(e.domains.patterns[:2])
+        more = len(e.domains.patterns) - 2
+        addrs = f"names {shown}" + (f" (+{more})" if more > 0 else "")
     return " ".join(x for x in (zones, addrs) if x)
+
+
+def _web_filter(policy: Policy) -> list[str]:
+    wf = policy.web_filter
+    if wf is None:
+        return []
+    lines = [
+        f"web filter: DNS of {', '.join(wf.zones) or 'no zone'} goes through the box"
+        + ("; DoT/DoQ and known DoH servers blocked" if wf.block_doh else "")
+    ]
+    for g in wf.groups:
+        m = g.members
+        addrs = format_elements(4, m.addresses.v4) + format_elements(6, m.addresses.v6)
+        who = [*m.zones, *addrs, *m.macs]
+        if not who:
+            who = ["everyone else"] if g.name == wf.default_group else ["nobody"]
+        elif g.name == wf.default_group:
+            who.append("everyone else")
+        if not g.filtered:
+            lines.append(f"group {g.name} ({', '.join(who)}): unfiltered")
+            continue
+        blocks = [
+            *(f"category {c}" for c in g.blocks.categories),
+            *([f"{len(g.blocks.services)} services"] if g.blocks.services else []),
+            *(f"list {b}" for b in g.blocks.blocklists),
+            *([f"{len(g.blocks.domains)} domains"] if g.blocks.domains else []),
+        ]
+        extras = [
+            f"safe search {', '.join(p for p, _ in g.safe_search)}" if g.safe_search else "",
+            f"block mode {g.block_mode}" if g.block_mode else "",
+            *(f"schedule {s.schedule.name} changes it" for s in g.schedules),
+        ]
+        extra = "; ".join(x for x in extras if x)
+        lines.append(
+            f"group {g.name} ({', '.join(who)}): blocks {', '.join(blocks) or 'nothing'}"
+            + (f"; {extra}" if extra else "")
+        )
+    return lines
 
 
 def _ports(ranges: tuple[PortRange, ...]) -> str:
@@ -58,6 +103,7 @@ def describe(policy: Policy) -> list[str]:
             f"block list {bl.name}: {bl.entries} entries -> {n4} IPv4 + {n6} IPv6 ranges, "
             f"dropped {bl.block} on {', '.join(bl.zones) or '-'}"
         )
+    lines += _web_filter(policy)
     lines += [f"rule {_rule(r)}" for r in policy.rules]
     lines += [f"default {d.src} -> {d.dst}: {d.action.upper()}" for d in policy.defaults]
     if policy.nat.masquerade:
