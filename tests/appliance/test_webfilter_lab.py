@@ -185,3 +185,21 @@ def test_an_address_learned_before_the_rule_is_useless_after_it(
         time.sleep(0.3)
     assert tcp(lab, "guest", SOCIAL, 443) == "refused"  # the DNS block alone would not stop it
     assert tcp(lab, "lan", SOCIAL, 443, src=STAFF) == "open"  # staff are not in the rule
+
+
+def test_a_device_is_recognised_by_its_mac(lab: Lab, box: Controller) -> None:
+    """Runs after the social rule is on: the LAN client takes the kids' tablet's MAC."""
+    lan = lab.ns("lan")
+    netns.ip(["link", "set", "dev", "eth0", "address", "02:00:00:00:00:70"], ns=lan)
+    netns.ip(["neigh", "flush", "dev", "lan0"], ns=lab.ns("router"))
+    try:
+        deadline = time.monotonic() + 15  # the neighbour table is read every 2 s
+        while dns(lab, "lan", "192.0.2.1", "adult.example", src=STAFF) != "192.0.2.1":
+            assert time.monotonic() < deadline, "the tablet's MAC did not make it a kid"
+            time.sleep(0.5)
+        # the firewall matches the MAC too (ether saddr @cg_kids_mac)
+        assert tcp(lab, "lan", SOCIAL, 443, src=STAFF) == "refused"
+        assert tcp(lab, "lan", OTHER, 443, src=STAFF) == "open"
+    finally:
+        netns.ip(["link", "set", "dev", "eth0", "address", "02:00:00:00:00:10"], ns=lan)
+        netns.ip(["neigh", "flush", "dev", "lan0"], ns=lab.ns("router"))
