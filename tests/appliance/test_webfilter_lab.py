@@ -122,7 +122,9 @@ def test_two_groups_get_different_answers(lab: Lab, box: Controller) -> None:
     assert dns(lab, "lan", "192.0.2.1", "phish.example") == "NXDOMAIN"  # staff's category
 
 
-def test_asking_a_rogue_dns_server_still_gets_the_filtered_answer(lab: Lab, box: Controller) -> None:
+def test_asking_a_rogue_dns_server_still_gets_the_filtered_answer(
+    lab: Lab, box: Controller
+) -> None:
     assert dns(lab, "guest", OTHER, "adult.example") == "192.0.2.1"
     assert dns(lab, "lan", OTHER, "phish.example", src=STAFF) == "NXDOMAIN"
     # the admin's laptop is unfiltered: it really reaches the outside server

@@ -4,7 +4,8 @@ services) are validation errors with file:line:column, and no policy is produced
 Like ``test_validation``, each test checks the whole finding: position, dotted field and the
 start of the message, and most check that a mistake yields exactly one error. Snippets are
 appended to ``BASE`` (zones lan, guest and wan with addresses, wan masqueraded), then the
-``DNS`` section follows them unless a test brings its own; so a snippet's first line is
+``DNS`` section follows them unless a test brings its own (``GROUPS``, the client groups
+kids and staff, can come in between); so a snippet's first line is
 line ``BASE_LINES + 1`` and ``at(2, 9)`` reads "snippet line 2, column 9".
 
 The bundled catalogue is only read when a policy has ``web_filter`` or a rule uses
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -37,6 +39,12 @@ zones:
 nat: {masquerade: [wan]}
 """
 BASE_LINES = BASE.count("\n")
+GROUPS = """\
+web_filter:
+  groups:
+    kids: {clients: [guest]}
+    staff: {clients: [lan]}
+"""
 DNS = """\
 dns:
   upstreams: ["198.51.100.10:53"]
@@ -51,12 +59,13 @@ def at(line: int, column: int) -> tuple[int, int]:
     return BASE_LINES + line, column
 
 
-def policy_text(snippet: str, *, dns: bool = True) -> str:
-    return BASE + textwrap.dedent(snippet) + (DNS if dns else "")
+def policy_text(snippet: str, *, dns: bool = True, groups: bool = False) -> str:
+    """BASE, the snippet, then (optionally) GROUPS and DNS."""
+    return BASE + textwrap.dedent(snippet) + (GROUPS if groups else "") + (DNS if dns else "")
 
 
-def load(snippet: str, *, dns: bool = True) -> LoadedPolicy:
-    return parse_policy(policy_text(snippet, dns=dns), FILE)
+def load(snippet: str, *, dns: bool = True, groups: bool = False) -> LoadedPolicy:
+    return parse_policy(policy_text(snippet, dns=dns, groups=groups), FILE)
 
 
 def web_filter(snippet: str, *, dns: bool = True) -> WebFilter:
@@ -66,15 +75,15 @@ def web_filter(snippet: str, *, dns: bool = True) -> WebFilter:
     return loaded.policy.web_filter
 
 
-def problems(snippet: str, *, dns: bool = True) -> list[Problem]:
+def problems(snippet: str, *, dns: bool = True, groups: bool = False) -> list[Problem]:
     with pytest.raises(PolicyValidationError) as info:
-        load(snippet, dns=dns)
+        load(snippet, dns=dns, groups=groups)
     return info.value.problems
 
 
-def the_error(snippet: str, *, dns: bool = True) -> Problem:
+def the_error(snippet: str, *, dns: bool = True, groups: bool = False) -> Problem:
     """The only problem in the policy (fails listing all of them if there are more)."""
-    found = problems(snippet, dns=dns)
+    found = problems(snippet, dns=dns, groups=groups)
     assert len(found) == 1, "\n".join(map(str, found))
     assert found[0].severity == "error"
     return found[0]
@@ -98,7 +107,10 @@ def test_unknown_category_in_a_group_suggests_the_closest() -> None:
               categories: [adult, adutl]
         """)
     assert_problem(
-        p, at(5, 27), "web_filter.groups.kids.categories[1]", f"unknown category 'adutl' {CATEGORIES}"
+        p,
+        at(5, 27),
+        "web_filter.groups.kids.categories[1]",
+        f"unknown category 'adutl' {CATEGORIES}",
     )
     assert p.message.endswith("; did you mean 'adult'?")
     assert str(p).startswith(f"{FILE}:{BASE_LINES + 5}:27: web_filter.groups.kids.categories[1]: ")
@@ -110,7 +122,7 @@ def test_unknown_category_without_a_close_match_has_no_suggestion() -> None:
           groups:
             kids: {clients: [guest], categories: cartoons}
         """)
-    assert_problem(p, at(3, 43), "web_filter.groups.kids.categories", "unknown category 'cartoons'")
+    assert_problem(p, at(3, 42), "web_filter.groups.kids.categories", "unknown category 'cartoons'")
     assert "did you mean" not in p.message
 
 
@@ -146,7 +158,7 @@ def test_unknown_service_in_a_group() -> None:
         """)
     assert_problem(
         p,
-        at(5, 27),
+        at(5, 26),
         "web_filter.groups.kids.services[1]",
         "unknown service 'facebok' (service groups: social, video, streaming-music, games, "
         "messaging, ai-chat, shopping, dating; or a catalogue service); did you mean 'facebook'?",
@@ -204,6 +216,18 @@ def test_unknown_service_in_a_rule() -> None:
     )
 
 
+def test_only_unknown_services_in_a_rule_is_one_error() -> None:
+    """Not also "no destination names given": that follows from the unknown name."""
+    p = the_error("""\
+        rules:
+          - name: no-social
+            from: lan
+            to: {zone: wan, web_services: socail}
+            action: reject
+        """)
+    assert_problem(p, at(4, 35), "rules[0].to.web_services", "unknown service 'socail'")
+
+
 def test_web_services_in_a_rule_without_web_filter_use_the_catalogue() -> None:
     loaded = load("""\
         rules:
@@ -222,7 +246,7 @@ def test_web_services_in_a_rule_without_web_filter_use_the_catalogue() -> None:
 def test_the_catalogue_is_only_read_when_a_policy_uses_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken() -> None:
+    def broken() -> NoReturn:
         raise CatalogueError("web_services.yaml: broken on purpose")
 
     monkeypatch.setattr(loader, "default_catalogue", broken)
@@ -238,22 +262,18 @@ def test_the_catalogue_is_only_read_when_a_policy_uses_it(
 
 # -- client groups named by rules -------------------------------------------------------
 
-GROUPS = """\
-web_filter:
-  groups:
-    kids: {clients: [guest]}
-    staff: {clients: [lan]}
-"""
-
 
 def test_unknown_client_group_in_a_rule() -> None:
-    p = the_error("""\
+    p = the_error(
+        """\
         rules:
           - name: kids-out
             from: {group: kidz}
             to: wan
             action: accept
-        """ + GROUPS)
+        """,
+        groups=True,
+    )
     assert_problem(
         p,
         at(3, 19),
@@ -269,18 +289,21 @@ def test_client_group_in_a_rule_without_web_filter() -> None:
           - {name: kids-out, from: {group: kids}, to: wan, action: accept}
         """)
     assert_problem(
-        p, at(2, 37), "rules[0].from.group", "unknown client group 'kids' (web_filter.groups: none"
+        p, at(2, 36), "rules[0].from.group", "unknown client group 'kids' (web_filter.groups: none"
     )
 
 
 def test_bare_client_group_typo_in_a_rule_suggests_the_group() -> None:
-    p = the_error("""\
+    p = the_error(
+        """\
         rules:
           - {name: kids-out, from: kidz, to: wan, action: accept}
-        """ + GROUPS)
+        """,
+        groups=True,
+    )
     assert_problem(
         p,
-        at(2, 30),
+        at(2, 28),
         "rules[0].from",
         "unknown zone 'kidz' (zones: lan, guest, wan; client groups: kids, staff, default); "
         "did you mean 'kids'?",
@@ -303,13 +326,16 @@ def test_default_group_must_exist() -> None:
 
 
 def test_rule_naming_the_implicit_default_group_matches_nothing() -> None:
-    p = the_error("""\
+    p = the_error(
+        """\
         rules:
           - {name: rest-out, from: default, to: wan, action: accept}
-        """ + GROUPS)
+        """,
+        groups=True,
+    )
     assert_problem(
         p,
-        at(2, 30),
+        at(2, 28),
         "rules[0].from",
         "client group 'default' has no addresses, MACs or zones to match",
     )
@@ -326,7 +352,7 @@ def test_rule_to_a_group_of_macs_only_matches_nothing() -> None:
         """)
     assert_problem(
         p,
-        at(2, 50),
+        at(2, 47),
         "rules[0].to.group",
         "client group 'tablets' has only MAC addresses, and a MAC only matches a sender",
     )
@@ -421,7 +447,9 @@ def test_bad_address_in_a_group() -> None:
           groups:
             kids: {clients: [192.0.2.70/33]}
         """)
-    assert_problem(p, at(3, 22), "web_filter.groups.kids.clients[0]", "'192.0.2.70/33'")
+    assert_problem(
+        p, at(3, 22), "web_filter.groups.kids.clients[0]", "prefix length 33 is out of range"
+    )
 
 
 @pytest.mark.parametrize(
@@ -502,7 +530,7 @@ def test_unknown_safe_search_mode() -> None:
         """)
     assert_problem(
         p,
-        at(5, 50),
+        at(5, 48),
         "web_filter.groups.kids.safe_search.google",
         "unknown mode 'moderate' for google (allowed: strict)",
     )
@@ -656,7 +684,7 @@ def test_domains_only_name_destinations() -> None:
         """)
     assert_problem(
         p,
-        at(3, 12),
+        at(3, 11),
         "rules[0].from",
         "domains and web_services name destinations: use them in 'to'",
     )
@@ -678,17 +706,20 @@ def test_one_kind_of_destination_per_side(endpoint: str) -> None:
             action: accept
         """)
     assert_problem(
-        p, at(4, 10), "rules[0].to", "use one of address, group, or domains/web_services per side"
+        p, at(4, 9), "rules[0].to", "use one of address, group, or domains/web_services per side"
     )
 
 
 def test_group_and_domains_on_one_side() -> None:
-    p = the_error("""\
+    p = the_error(
+        """\
         rules:
           - {name: both, from: lan, to: {group: kids, domains: [example.com]}, action: accept}
-        """ + GROUPS)
+        """,
+        groups=True,
+    )
     assert_problem(
-        p, at(2, 37), "rules[0].to", "use one of address, group, or domains/web_services per side"
+        p, at(2, 33), "rules[0].to", "use one of address, group, or domains/web_services per side"
     )
 
 
@@ -700,7 +731,7 @@ def test_empty_domains() -> None:
             to: {zone: wan, domains: []}
             action: accept
         """)
-    assert_problem(p, at(4, 10), "rules[0].to", "no destination names given")
+    assert_problem(p, at(4, 9), "rules[0].to", "no destination names given")
 
 
 def test_bad_domain_in_a_rule_is_one_error() -> None:
@@ -810,7 +841,11 @@ def test_every_problem_is_reported_in_order() -> None:
         (at(10, 0)[0], "web_filter.groups.kids.categories[0]", "unknown category 'adutl'"),
         (at(11, 0)[0], "web_filter.groups.kids.services[0]", "unknown service 'socail'"),
         (at(12, 0)[0], "web_filter.groups.kids.block_mode", "unknown block mode 'blackhole'"),
-        (at(13, 0)[0], "web_filter.groups.kids.safe_search.bingo", "unknown safe-search provider"),
+        (
+            at(13, 0)[0],
+            "web_filter.groups.kids.safe_search.bingo",
+            "unknown safe-search provider 'bingo'",
+        ),
     ]
     assert all(p.severity == "error" for p in found)
 

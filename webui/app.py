@@ -1,0 +1,76 @@
+"""The Flask application: blueprints, security, and the handles on the appliance."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from pathlib import Path
+
+from flask import Flask, render_template
+
+from webui import security
+from webui.config import UiConfig
+from webui.store import UiStore
+
+NAV = (
+    ("pages.dashboard", "Dashboard"),
+    ("querylog.index", "Query log"),
+    ("policy.index", "Policy"),
+    ("pages.anomalies", "Anomalies"),
+    ("settings.index", "Settings"),
+    ("pages.health", "Health"),
+)
+
+
+def _secret_key(path: Path) -> bytes:
+    """A per-box key for signing session cookies, made once, readable by root only."""
+    key_file = path / "secret.key"
+    if not key_file.exists():
+        path.mkdir(parents=True, exist_ok=True)
+        key_file.touch(mode=0o600)
+        key_file.write_bytes(secrets.token_bytes(32))
+    return key_file.read_bytes()
+
+
+def create_app(config: UiConfig) -> Flask:
+    app = Flask(__name__)
+    ui = config.ui_path
+    ui_store = UiStore(ui / "ui.db")
+    app.extensions["edgeguard_store"] = ui_store
+    app.extensions["edgeguard_config"] = config
+    app.config.update(
+        SECRET_KEY=_secret_key(ui),
+        SESSION_COOKIE_NAME="edgeguard_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=config.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=12),
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        EDGEGUARD_SESSION_MINUTES=config.session_minutes,
+        EDGEGUARD_REQUIRE_2FA=lambda: ui_store.setting("require_2fa") == "1",
+    )
+    security.install(app)
+
+    from webui.auth import bp as auth_bp
+    from webui.pages import bp as pages_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(pages_bp)
+
+    @app.context_processor
+    def navigation() -> dict[str, object]:
+        items = [(e, label) for e, label in NAV if e in app.view_functions]
+        return {"nav_items": items}
+
+    @app.errorhandler(400)
+    @app.errorhandler(403)
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    @app.errorhandler(413)
+    @app.errorhandler(429)
+    def error(exc: Exception) -> tuple[str, int]:
+        code = int(getattr(exc, "code", 500) or 500)
+        text = str(getattr(exc, "description", "")) or "error"
+        return render_template("error.html", code=code, text=text), code
+
+    return app
