@@ -112,7 +112,15 @@ class Engine:
     def plan(self, policy_path: Path, *, admin: AdminAccess | None = None) -> Plan:
         """Validate and compile ``policy_path`` and compare it with what is live."""
         text = Path(policy_path).read_text(encoding="utf-8")
-        loaded = parse_policy(text, str(policy_path), base_dir=Path(policy_path).parent)
+        return self.plan_text(text, str(policy_path), Path(policy_path).parent, admin=admin)
+
+    def plan_text(
+        self, text: str, source: str, base_dir: Path, *, admin: AdminAccess | None = None
+    ) -> Plan:
+        """``plan`` for a policy that is not a file (the web UI's editor): ``source`` names it
+        in messages, relative list and feed files resolve against ``base_dir``."""
+        policy_path = source
+        loaded = parse_policy(text, source, base_dir=base_dir)
         now = dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
         ruleset = compile_policy(loaded.policy, at=now, target=self.target())
         current = self.store.live()

@@ -11,7 +11,10 @@ keeps the old one. Other tables (docker's, say) are never touched.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from typing import Protocol
 
@@ -84,6 +87,46 @@ class LibNftables:
         finally:
             self._nft.set_dry_run(False)
         return rc == 0
+
+
+class NetnsNft:
+    """The same contract in another network namespace (``ip netns exec NS``): for a process
+    that is not in the router's namespace, such as the lab's web UI on the host."""
+
+    def __init__(self, namespace: str) -> None:
+        from appliance.netns import validate_name
+
+        validate_name(namespace)
+        self.namespace = namespace
+
+    def _run(self, op: str, text: str = "") -> object:
+        proc = subprocess.run(  # noqa: S603 - fixed argv, validated namespace name
+            ["ip", "netns", "exec", self.namespace, sys.executable, "-m", "appliance.nftexec", op],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        try:
+            answer = json.loads(proc.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError) as exc:
+            raise ApplyError(f"nft in {self.namespace} failed: {proc.stderr.strip()}") from exc
+        if not answer.get("ok"):
+            raise ApplyError(str(answer.get("error")))
+        return answer.get("value")
+
+    def replace(self, ruleset_text: str) -> None:
+        self._run("replace", ruleset_text)
+
+    def remove(self) -> None:
+        self._run("remove")
+
+    def exists(self) -> bool:
+        return bool(self._run("exists"))
+
+    def supports_flowtable(self) -> bool:
+        return bool(self._run("supports_flowtable"))
 
 
 class MemoryNft:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import secrets
 from pathlib import Path
 
 from flask import Flask, render_template
 
+from appliance.nft import NftBackend
 from webui import security
+from webui.bridge import Appliance
 from webui.config import UiConfig
 from webui.store import UiStore
 
@@ -16,9 +19,20 @@ NAV = (
     ("pages.dashboard", "Dashboard"),
     ("querylog.index", "Query log"),
     ("policy.index", "Policy"),
-    ("pages.anomalies", "Anomalies"),
+    ("anomalies.index", "Anomalies"),
     ("settings.index", "Settings"),
-    ("pages.health", "Health"),
+    ("health.index", "Health"),
+)
+# Each module has a blueprint ``bp`` (pages) and may have ``api_bp`` (its /api/v1 routes).
+BLUEPRINT_MODULES = (
+    "webui.auth",
+    "webui.pages",
+    "webui.api",
+    "webui.querylog",
+    "webui.policy_views",
+    "webui.settings",
+    "webui.health",
+    "webui.anomalies",
 )
 
 
@@ -32,7 +46,7 @@ def _secret_key(path: Path) -> bytes:
     return key_file.read_bytes()
 
 
-def create_app(config: UiConfig) -> Flask:
+def create_app(config: UiConfig, *, nft: NftBackend | None = None) -> Flask:
     app = Flask(__name__)
     ui = config.ui_path
     ui_store = UiStore(ui / "ui.db")
@@ -51,11 +65,17 @@ def create_app(config: UiConfig) -> Flask:
     )
     security.install(app)
 
-    from webui.auth import bp as auth_bp
-    from webui.pages import bp as pages_bp
-
-    app.register_blueprint(auth_bp)
-    app.register_blueprint(pages_bp)
+    app.extensions["edgeguard_appliance"] = Appliance(config, nft=nft)
+    for module in BLUEPRINT_MODULES:
+        try:
+            blueprints = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue  # a page still to come
+        for name in ("bp", "api_bp"):
+            if hasattr(blueprints, name):
+                app.register_blueprint(getattr(blueprints, name))
 
     @app.context_processor
     def navigation() -> dict[str, object]:

@@ -1,0 +1,52 @@
+"""The UI's handles on the appliance: the apply engine, the query log, lists, requests.
+
+The UI is one more client of the engine, like the CLI: it plans and applies through
+``appliance.engine.Engine`` (the same lock, the same safety checks, the same history), and
+the running controller (``edgeguard run``) follows the live version by itself. In the lab
+the UI runs outside the router's namespace, so nft is reached with ``NetnsNft``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import current_app
+
+from appliance.engine import Engine
+from appliance.nft import LibNftables, NetnsNft, NftBackend
+from appliance.store import ConfigStore
+from webui.config import UiConfig
+
+
+@dataclass
+class Appliance:
+    config: UiConfig
+    nft: NftBackend | None = None  # tests inject MemoryNft
+    _engine: Engine | None = None
+
+    def engine(self) -> Engine:
+        if self._engine is None:
+            nft = self.nft
+            if nft is None:
+                nft = NetnsNft(self.config.netns) if self.config.netns else LibNftables()
+            self._engine = Engine(ConfigStore(self.config.state_dir), nft)
+        return self._engine
+
+    @property
+    def querylog_db(self) -> Path:
+        return self.config.state_dir / "querylog.db"
+
+    @property
+    def unblock_db(self) -> Path:
+        return self.config.state_dir / "unblock-requests.db"
+
+    @property
+    def policy_base(self) -> Path:
+        """Where relative list and feed files of a policy edited in the UI resolve."""
+        return self.config.policy_base or self.config.state_dir
+
+
+def appliance() -> Appliance:
+    found: Appliance = current_app.extensions["edgeguard_appliance"]
+    return found
