@@ -206,32 +206,55 @@ def run_variant(
     return out
 
 
+def per_cpu_second(res: dict[str, Any]) -> float | None:
+    """Answers per second of server CPU time: what a query costs, whatever else ran on CPU 0."""
+    qps, cpu = res.get("qps"), res.get("server_cpu_pct")
+    return qps / (cpu / 100.0) if qps and cpu else None
+
+
 def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines: list[str] = []
     pairs = [(a, b) for a, b in (("single", "groups"), ("single-log", "groups-log"))
              if a in args.variants and b in args.variants]  # fmt: skip
-    qps = {(r["variant"], r["round"], m): v.get("qps") for r in runs for m, v in r["mixes"].items()}
+    got = {(r["variant"], r["round"], m): v for r in runs for m, v in r["mixes"].items()}
     for base, other in pairs:
         lines += [
-            f"{base} vs {other}:",
+            f"{base} vs {other} (QPS; in brackets: server CPU %; per CPU s: answers per second "
+            "of server CPU time):",
             "",
-            f"| mix | round | {base} QPS | {other} QPS | {other} / {base} |",
-            "| --- | ---: | ---: | ---: | ---: |",
+            f"| mix | round | {base} QPS | {other} QPS | QPS ratio | {base} per CPU s "
+            f"| {other} per CPU s | per CPU s ratio |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for mix in args.mixes:
-            ratios = []
+            ratios: list[float] = []
+            cpu_ratios: list[float] = []
             for rnd in range(1, args.rounds + 1):
-                a, b = qps.get((base, rnd, mix)), qps.get((other, rnd, mix))
-                ratio = b / a if a and b else None
+                a, b = got.get((base, rnd, mix), {}), got.get((other, rnd, mix), {})
+                qa, qb = a.get("qps"), b.get("qps")
+                ca, cb = per_cpu_second(a), per_cpu_second(b)
+                ratio = qb / qa if qa and qb else None
+                cpu_ratio = cb / ca if ca and cb else None
                 if ratio is not None:
                     ratios.append(ratio)
-                shown = f"{ratio:.3f}" if ratio is not None else "-"
-                lines.append(f"| {mix} | {rnd} | {a or 0:,.0f} | {b or 0:,.0f} | {shown} |")
+                if cpu_ratio is not None:
+                    cpu_ratios.append(cpu_ratio)
+                lines.append(
+                    f"| {mix} | {rnd} | {qa or 0:,.0f} ({a.get('server_cpu_pct')}) "
+                    f"| {qb or 0:,.0f} ({b.get('server_cpu_pct')}) | {_f(ratio)} "
+                    f"| {ca or 0:,.0f} | {cb or 0:,.0f} | {_f(cpu_ratio)} |"
+                )
             if ratios:
-                mean = sum(ratios) / len(ratios)
-                lines.append(f"| {mix} | mean | | | **{mean:.3f}** |")
+                lines.append(
+                    f"| {mix} | mean | | | **{_f(sum(ratios) / len(ratios))}** | | "
+                    f"| **{_f(sum(cpu_ratios) / len(cpu_ratios) if cpu_ratios else None)}** |"
+                )
         lines.append("")
     return "\n".join(lines)
+
+
+def _f(x: float | None) -> str:
+    return f"{x:.3f}" if x is not None else "-"
 
 
 def main() -> int:
@@ -268,7 +291,8 @@ def main() -> int:
     try:
         probe_allowed = (DATA / "probe_names.txt").read_text().split()[1]
         up = dnsbench("probe", "--port", "5399", "--name", probe_allowed, "--expect", "any",
-                      "--t0", str(time.time()), "--pid", str(upstream.pid), "--timeout", "30")  # fmt: skip
+                      "--t0", str(time.time()), "--pid", str(upstream.pid),
+                      "--timeout", "30")  # fmt: skip
         if up["rc"] != 0:
             sys.exit(f"upstream did not start: {up}")
         for rnd in range(1, args.rounds + 1):
