@@ -10,7 +10,7 @@ DEMO_POLICY ?= policies/examples/web-filter.yaml
 
 # The appliance in a lab of network namespaces, with clients making real traffic.
 run: setup
-	$(VENV)/bin/edgeguard lab demo --policy $(DEMO_POLICY)
+	$(VENV)/bin/edgeguard demo --policy $(DEMO_POLICY)
 
 test: setup lint
 	$(VENV)/bin/python -m pytest -q

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from appliance.commands import add_engine_commands
 from appliance.dns_cmd import add_dns_commands
@@ -134,9 +134,21 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return run_demo(args.policy, args.state_dir, args.prefix, args.duration, args.interval)
 
 
-def build_parser() -> argparse.ArgumentParser:
+if TYPE_CHECKING:
+    SubCommands = argparse._SubParsersAction[argparse.ArgumentParser]
+else:
+    SubCommands = argparse._SubParsersAction
+
+
+def build_parser(
+    extra: Sequence[Callable[[SubCommands], None]] = (),
+) -> argparse.ArgumentParser:
+    """The ``edgeguard`` parser; ``extra`` adds subcommands of packages above this one (the
+    web UI registers ``edgeguard ui`` this way, so nothing here imports it)."""
     parser = argparse.ArgumentParser(prog="edgeguard", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in extra:
+        register(sub)
 
     def policy_cmd(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
@@ -168,8 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(
+    argv: Sequence[str] | None = None, extra: Sequence[Callable[[SubCommands], None]] = ()
+) -> int:
+    parser = build_parser(extra)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

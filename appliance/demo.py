@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from appliance import netns
@@ -115,8 +116,16 @@ def _verdict(result: ProbeResult, probe: Probe) -> str:
 
 
 def run_demo(
-    policy: Path, state_dir: Path, prefix: str, duration: float | None, interval: float
+    policy: Path,
+    state_dir: Path,
+    prefix: str,
+    duration: float | None,
+    interval: float,
+    *,
+    start_extra: Callable[[Lab], list[subprocess.Popen[str]]] | None = None,
 ) -> int:
+    """The demo; ``start_extra`` starts more processes once the lab is up (the web UI does,
+    from the package above this one) and they are stopped with the demo."""
     if state_dir.exists():
         shutil.rmtree(state_dir)  # every demo starts from a first boot
     with Lab.up(prefix) as lab:
@@ -128,6 +137,7 @@ def run_demo(
             stderr=None,
         )
         print(f"lab up: namespaces {', '.join(lab.namespaces)}", flush=True)
+        extra = start_extra(lab) if start_extra is not None else []
         controller = netns.popen(
             lab.ns("router"),
             [
@@ -168,6 +178,8 @@ def run_demo(
         except KeyboardInterrupt:
             print("\nstopping", flush=True)
         finally:
+            for proc in extra:
+                proc.terminate()
             upstream.terminate()
             controller.terminate()
             try:
