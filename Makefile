@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := /usr/bin/python3
 VENV := .venv
-APT_PACKAGES := nftables python3-nftables python3-venv iproute2 iperf3
+APT_PACKAGES := nftables python3-nftables python3-venv iproute2 iperf3 chromium
 DEMO_POLICY ?= policies/examples/web-filter.yaml
 
 .PHONY: run test setup apt lint unit bench golden clean
