@@ -14,3 +14,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="rewrite tests/golden/*.nft from the current compiler output instead of comparing",
     )
+    parser.addoption(
+        "--update-screenshots",
+        action="store_true",
+        default=False,
+        help="browser tests save their screenshots to docs/screenshots/ (else a temp dir)",
+    )

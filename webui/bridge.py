@@ -8,7 +8,8 @@ the UI runs outside the router's namespace, so nft is reached with ``NetnsNft``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import current_app
@@ -23,15 +24,19 @@ from webui.config import UiConfig
 class Appliance:
     config: UiConfig
     nft: NftBackend | None = None  # tests inject MemoryNft
-    _engine: Engine | None = None
+    _local: threading.local = field(default_factory=threading.local)
 
     def engine(self) -> Engine:
-        if self._engine is None:
+        """One engine per server thread: a SQLite connection belongs to the thread that
+        opened it, and gunicorn serves the UI from several threads."""
+        engine: Engine | None = getattr(self._local, "engine", None)
+        if engine is None:
             nft = self.nft
             if nft is None:
                 nft = NetnsNft(self.config.netns) if self.config.netns else LibNftables()
-            self._engine = Engine(ConfigStore(self.config.state_dir), nft)
-        return self._engine
+            engine = Engine(ConfigStore(self.config.state_dir), nft)
+            self._local.engine = engine
+        return engine
 
     @property
     def querylog_db(self) -> Path:
