@@ -128,7 +128,8 @@ class ListUpdater:
         that truncates and rewrites within one mtime tick still changes the size)"""
         changed = False
         for source in self.sources:
-            for file in source.files:
+            # URL copies too: another process (the web UI's "update now") may refresh them
+            for file in (*source.files, *(self._cached(u) for u in source.urls)):
                 try:
                     st = file.stat()
                 except OSError:
@@ -161,6 +162,7 @@ class ListUpdater:
         for source in self.sources:
             for url in source.urls:
                 changed = self.fetch(url) or changed
+        self._files_changed()  # note our own downloads, so the file poll does not rebuild again
         if changed:
             self.on_swap(self.build())
         return changed

@@ -7,7 +7,7 @@ import importlib
 import secrets
 from pathlib import Path
 
-from flask import Flask, render_template
+from flask import Flask, Response, jsonify, render_template, request
 
 from appliance.nft import NftBackend
 from webui import security
@@ -30,6 +30,8 @@ BLUEPRINT_MODULES = (
     "webui.api",
     "webui.querylog",
     "webui.policy_views",
+    "webui.users",
+    "webui.backup",
     "webui.settings",
     "webui.health",
     "webui.anomalies",
@@ -88,9 +90,11 @@ def create_app(config: UiConfig, *, nft: NftBackend | None = None) -> Flask:
     @app.errorhandler(405)
     @app.errorhandler(413)
     @app.errorhandler(429)
-    def error(exc: Exception) -> tuple[str, int]:
+    def error(exc: Exception) -> tuple[str | Response, int]:
         code = int(getattr(exc, "code", 500) or 500)
         text = str(getattr(exc, "description", "")) or "error"
+        if request.path.startswith("/api/"):
+            return jsonify(error=text), code
         return render_template("error.html", code=code, text=text), code
 
     return app

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, abort, g, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
-from webui import totp
+from webui import totp, users
 from webui.passwords import password_problem
 from webui.security import (
     audit,
@@ -21,6 +21,7 @@ from webui.security import (
 )
 
 bp = Blueprint("auth", __name__)
+bp.add_app_template_filter(users.utc_time, "utc_time")  # account, audit and settings pages
 PENDING_SECONDS = 300
 
 
@@ -135,10 +136,33 @@ def logout() -> Response:
     return redirect(url_for("auth.login"))
 
 
+def _account(**extra: Any) -> str:
+    return render_template("account.html", tokens=store().tokens(g.user.id), **extra)
+
+
 @bp.route("/account", methods=["GET"])
 @self_service
 def account() -> Any:
-    return render_template("account.html", tokens=store().tokens(g.user.id))
+    return _account()
+
+
+@bp.route("/account/tokens", methods=["POST"])
+@self_service
+def create_token() -> Any:
+    """The token is in this one response only (the store keeps its hash)."""
+    try:
+        token = users.create_token(request.form.get("name", ""))
+    except users.UserError as exc:
+        return _account(error=str(exc)), 400
+    return _account(new_token=token)
+
+
+@bp.route("/account/tokens/<int:token_id>/revoke", methods=["POST"])
+@self_service
+def revoke_token(token_id: int) -> Response:
+    if not users.revoke_token(token_id):
+        abort(404, "no such token of yours")
+    return redirect(url_for("auth.account"))
 
 
 @bp.route("/account/password", methods=["POST"])
@@ -147,9 +171,9 @@ def change_password() -> Any:
     s = store()
     current, new = request.form.get("current", ""), request.form.get("password", "")
     if s.check_password(g.user.name, current) is None:
-        return render_template("account.html", error="current password wrong", tokens=[]), 400
+        return _account(error="current password wrong"), 400
     if problem := password_problem(new, g.user.name):
-        return render_template("account.html", error=problem, tokens=[]), 400
+        return _account(error=problem), 400
     s.set_password(g.user.id, new)
     audit("password-changed")
     session.clear()

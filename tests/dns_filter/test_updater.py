@@ -125,3 +125,22 @@ def test_changed_files_are_reloaded_and_swapped_in(tmp_path: Path) -> None:
         assert not swaps[-1].is_blocked("ok.one.example")
     finally:
         updater.stop()
+
+
+def test_a_url_copy_refreshed_by_another_process_is_picked_up(feed: Feed, tmp_path: Path) -> None:
+    """The web UI's "update now" downloads into the shared cache; the resolver follows."""
+    source = ListSource("ads", "block", urls=(feed.url,))
+    swaps: list[Matcher] = []
+    running = ListUpdater([source], tmp_path, swaps.append, interval=3600)
+    assert running.refresh() is True
+    running.start(file_poll=0.05)
+    try:
+        feed.body = b"||other.example^\n"
+        other = ListUpdater([source], tmp_path, lambda _: None)
+        assert other.fetch(feed.url)
+        deadline = time.monotonic() + 5
+        while not swaps[-1].is_blocked("other.example"):
+            assert time.monotonic() < deadline, "the refreshed copy was not picked up"
+            time.sleep(0.05)
+    finally:
+        running.stop()
