@@ -18,8 +18,10 @@ to CPU 1) and its ``dnsbench.py`` for the start probe, the answer check and the 
   safe-search check; the other groups are keyed by zones, CIDRs and MACs;
 * ``single-log`` / ``groups-log``: the same with the query log on (default configuration).
 
-Rounds alternate the variants (single, groups, single, groups...), each a fresh start, so the
-machine's drifts hit both alike. Per mix and round: QPS of each variant and groups/single.
+Each round starts every variant afresh (each on its own port; idle ones wait in recvfrom),
+then measures each mix on each variant in turn (single, groups, single, groups...; reversed
+every other round), so the machine's drifts hit them alike. Per mix and round: QPS of each
+variant, groups/single, and answers per second of server CPU time.
 
 Usage: .venv/bin/python bench/groups_bench.py [--duration 15] [--rounds 2]
        [--variants single groups single-log groups-log] [--mixes blocked allowed mix]
@@ -35,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -162,48 +165,75 @@ def port_free(port: int) -> bool:
     return not out.stdout.strip()
 
 
-def run_variant(
-    variant: str, rnd: int, args: argparse.Namespace, policy: Path, state: Path, results: Path
-) -> dict[str, Any]:
-    port = PORTS[variant]
-    probe_blocked = (DATA / "probe_names.txt").read_text().split()[0]
-    cmd = server_cmd(variant, policy, state)
-    log = (results / f"{variant}.{rnd}.log").open("wb")
-    t0 = time.time()
-    proc = subprocess.Popen(
-        ["taskset", "-c", SERVER_CPU, *cmd], stdout=log, stderr=subprocess.STDOUT
-    )  # taskset execs the server: proc.pid is the server's PID
-    out: dict[str, Any] = {"variant": variant, "round": rnd, "cmd": " ".join(cmd), "mixes": {}}
-    try:
-        start = dnsbench("probe", "--port", str(port), "--name", probe_blocked, "--t0", str(t0),
-                         "--pid", str(proc.pid), "--timeout", "120")  # fmt: skip
-        out["start"] = start.get("probe")
+class Server:
+    """One variant's ``edgeguard dns serve``, pinned to the server CPU, started and checked."""
+
+    def __init__(self, variant: str, rnd: int, policy: Path, state: Path, results: Path) -> None:
+        self.variant, self.port = variant, PORTS[variant]
+        self.cmd = server_cmd(variant, policy, state)
+        self.log = (results / f"{variant}.{rnd}.log").open("wb")
+        self.info: dict[str, Any] = {"variant": variant, "round": rnd, "cmd": " ".join(self.cmd),
+                                     "mixes": {}}  # fmt: skip
+        t0 = time.time()
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", SERVER_CPU, *self.cmd], stdout=self.log, stderr=subprocess.STDOUT
+        )  # taskset execs the server: proc.pid is the server's PID
+        # reaped as soon as it exits, so the probe sees it gone instead of waiting for nothing
+        threading.Thread(target=self.proc.wait, daemon=True).start()
+        probe_blocked = (DATA / "probe_names.txt").read_text().split()[0]
+        start = dnsbench("probe", "--port", str(self.port), "--name", probe_blocked,
+                         "--t0", str(t0), "--pid", str(self.proc.pid),
+                         "--timeout", "120")  # fmt: skip
+        self.info["start"] = start.get("probe")
         if start["rc"] != 0:
             raise RuntimeError(f"{variant} did not start: {start}")
-        check = dnsbench("check", "--port", str(port), "--data", str(DATA))
-        out["check_ok"] = check.get("ok")
+        check = dnsbench("check", "--port", str(self.port), "--data", str(DATA))
+        self.info["check_ok"] = check.get("ok")
         if not check.get("ok"):
             raise RuntimeError(f"{variant}: wrong answers: {check}")
         subprocess.run(
-            ["taskset", "-c", CLIENT_CPU, "dnsperf", "-s", "127.0.0.1", "-p", str(port),
+            ["taskset", "-c", CLIENT_CPU, "dnsperf", "-s", "127.0.0.1", "-p", str(self.port),
              "-d", str(DATA / "q_allowed.txt"), "-n", "2", "-c", "1"],
             capture_output=True, check=True,
         )  # fmt: skip  # warm-up: allowed names become cache hits
+
+    def measure(self, mix: str, rnd: int, args: argparse.Namespace, state: Path,
+                results: Path) -> None:  # fmt: skip
+        load = Path("/proc/loadavg").read_text().split()[0]
+        res = dnsbench("measure", "--port", str(self.port), "--mix", mix,
+                       "--query", str(DATA / f"q_{mix}.txt"), "--clients", "4",
+                       "--client-cpu", CLIENT_CPU, "--server-pid", str(self.proc.pid),
+                       "--duration", str(args.duration), "--tmpdir", str(state),
+                       "--out", str(results / f"{self.variant}.{mix}.{rnd}"))  # fmt: skip
+        res["loadavg_before"] = float(load)
+        self.info["mixes"][mix] = res
+        print(f"round {rnd} {self.variant:<10} {mix:<8} {res.get('qps') or 0:>9.0f} QPS "
+              f"server CPU {res.get('server_cpu_pct')} %", flush=True)  # fmt: skip
+
+    def stop(self) -> None:
+        stop(self.proc)
+        self.log.close()
+
+
+def run_round(rnd: int, args: argparse.Namespace, policy: Path, state: Path,
+              results: Path) -> list[dict[str, Any]]:  # fmt: skip
+    """Every variant started (idle ones wait in recvfrom), then each mix measured on each
+    variant in turn: variants alternate every DURATION seconds, in reverse order every other
+    round, so drifts of the machine hit them alike."""
+    servers: list[Server] = []
+    try:
+        for variant in args.variants:
+            servers.append(Server(variant, rnd, policy, state, results))
+        order = servers if rnd % 2 else servers[::-1]
         for mix in args.mixes:
-            load = Path("/proc/loadavg").read_text().split()[0]
-            res = dnsbench("measure", "--port", str(port), "--mix", mix,
-                           "--query", str(DATA / f"q_{mix}.txt"), "--clients", "4",
-                           "--client-cpu", CLIENT_CPU, "--server-pid", str(proc.pid),
-                           "--duration", str(args.duration), "--tmpdir", str(state),
-                           "--out", str(results / f"{variant}.{mix}.{rnd}"))  # fmt: skip
-            res["loadavg_before"] = float(load)
-            out["mixes"][mix] = res
-            print(f"round {rnd} {variant:<10} {mix:<8} {res.get('qps') or 0:>9.0f} QPS "
-                  f"server CPU {res.get('server_cpu_pct')} % load {load}", flush=True)  # fmt: skip
+            for server in order:
+                server.measure(mix, rnd, args, state, results)
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        print(f"round {rnd} FAILED: {exc}", flush=True)
     finally:
-        stop(proc)
-        log.close()
-    return out
+        for server in servers:
+            server.stop()
+    return [server.info for server in servers]
 
 
 def per_cpu_second(res: dict[str, Any]) -> float | None:
@@ -296,8 +326,7 @@ def main() -> int:
         if up["rc"] != 0:
             sys.exit(f"upstream did not start: {up}")
         for rnd in range(1, args.rounds + 1):
-            for variant in args.variants:
-                runs.append(run_variant(variant, rnd, args, policy, state, results))
+            runs += run_round(rnd, args, policy, state, results)
     finally:
         stop(upstream)
         shutil.rmtree(state, ignore_errors=True)

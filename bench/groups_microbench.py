@@ -8,6 +8,12 @@ as the dnsperf warm-up does. Then every query of a mix file goes through ``handl
 bytes from client 127.0.0.1; the first pass fills the verdict caches (``cold``), later
 passes hit them (``warm``, what most of a dnsperf run is). Query log off, as in lean mode.
 
+The harness's names are all listed (blocked) or 1,000 cached ones, so its mixes never pay a
+verdict-cache miss for a name on no list, the common case in real traffic (and each group
+has its own verdict cache). ``unlisted`` times that apart: the first decision
+(``Resolver._match``) for 100,000 distinct names on no list (each query file name under
+``.unlisted.test``).
+
 Usage: .venv/bin/python bench/groups_microbench.py [--passes 5] [--profile groups:blocked]
 """
 
@@ -118,6 +124,22 @@ def main() -> int:
         if warm["single"]:
             s, g = min(warm["single"]), min(warm["groups"])
             print(f"| {mix} | **best warm** | {s:.2f} | {g:.2f} | {g - s:+.2f} | {s / g:.3f} |")
+    names = [
+        line.split()[0] + ".unlisted.test"
+        for line in (DATA / "q_blocked.txt").read_text().splitlines()
+    ]
+    single, groups = resolvers["single"], resolvers["groups"]
+    assert groups.clients is not None
+    profile = groups.clients.profile(CLIENT, time.time())
+    t0 = time.perf_counter()
+    found = [single._match(name) for name in names]
+    t1 = time.perf_counter()
+    found += [groups._match(name, profile) for name in names]
+    t2 = time.perf_counter()
+    if any(f is not None for f in found):
+        raise SystemExit("an unlisted name matched a list")
+    s, g = (t1 - t0) / len(names) * 1e6, (t2 - t1) / len(names) * 1e6
+    print(f"| unlisted (first decision) | cold | {s:.2f} | {g:.2f} | {g - s:+.2f} | {s / g:.3f} |")
     if args.profile:
         variant, mix = args.profile.split(":")
         packets = queries(mix)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import sys
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice, repeat
 from operator import eq
 
@@ -122,6 +122,11 @@ class DomainIndex:
         if not isinstance(name, str | bytes):
             return False
         return self.contains_key(name_key(name))
+
+    def keys(self) -> Iterator[int]:
+        """Every key, partition by partition (each partition sorted)."""
+        for part, _ in self._table:
+            yield from part
 
     def __len__(self) -> int:
         return self._len

@@ -209,3 +209,49 @@ def test_matcher_agrees_with_set_reference(
         found = m.match(q)
         got = None if found is None else (found.verdict, found.rule)
         assert got == _reference(blocked, wild, allowed, q), q
+
+
+LISTS = [  # (name, kind, lines): big and small lists of both kinds, overlapping on purpose
+    ("big-block", "block", ["shared.example", "big.example", "*.wild.example", "deep.a.example"]),
+    ("small-block", "block", ["shared.example", "small.example", "a.example", "*.sw.example"]),
+    ("small-allow", "allow", ["ok.small.example", "*.wild.example"]),
+    ("big-allow", "allow", ["ok.big.example", "fine.shared.example", "*.ok.example"]),
+    ("tiny", "block", ["big.example", "x.deep.a.example", "*.ok.example"]),
+]
+PROBES = [
+    "shared.example", "x.shared.example", "fine.shared.example", "big.example", "a.big.example",
+    "small.example", "ok.small.example", "ok.big.example", "q.wild.example", "wild.example",
+    "deep.a.example", "x.deep.a.example", "y.x.deep.a.example", "z.a.example", "q.sw.example",
+    "sw.example", "v.ok.example", "ok.example", "nothing.example", "example", "",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "enabled",
+    [None, {"small-block", "big-allow"}, {"big-block", "tiny"}, {"tiny", "small-allow"}, set()],
+)
+def test_small_list_shortcut_gives_the_same_answers(
+    monkeypatch: pytest.MonkeyPatch, enabled: set[str] | None
+) -> None:
+    """Small lists share a key set that lets a name skip them all; whatever the split into
+    small and big lists, every answer (list order, allow beats block, longest name) is the
+    one of looking up every list in turn."""
+    import dns_filter.matcher as matcher_module
+
+    def build(small: int) -> Matcher:
+        monkeypatch.setattr(matcher_module, "SMALL_LIST", small)
+        m = Matcher()
+        for name, kind, lines in LISTS:
+            # "big" lists get filler names so that a threshold of 10 keeps them big
+            filler = [f"f{i}.{name}.filler" for i in range(20)] if name.startswith("big") else []
+            m.add_list(name, [*lines, *filler], kind)
+        return m
+
+    every_list_looked_up = build(0)  # nothing is small: the plain loop over all lists
+    for threshold in (10, 1_000_000):  # big and small lists; every list small
+        shortcut = build(threshold)
+        for probe in PROBES:
+            assert shortcut.match(probe, enabled) == every_list_looked_up.match(probe, enabled), (
+                probe,
+                threshold,
+            )
