@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from appliance.atomic import write_atomic
 from appliance.engine import AdminAccess, Engine
 from appliance.errors import ApplianceError
 from appliance.nft import LibNftables
@@ -155,6 +157,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(engine, base, args.state_dir))
 
 
+COUNTERS_INTERVAL = 10.0
+
+
+def _save_counters(engine: Engine, state_dir: Path) -> None:
+    """Firewall counters for the web UI's dashboard, as ``<state>/counters.json``."""
+    read = getattr(engine.nft, "counters", None)
+    if read is None:
+        return
+    try:
+        counters = read()
+    except (ApplianceError, ValueError):
+        return  # no table (safe mode, nothing applied): the UI shows the file's age
+    write_atomic(state_dir / "counters.json", json.dumps({"ts": time.time(), "counters": counters}))
+
+
 def _live_policy(engine: Engine, base: Path) -> tuple[int | None, Policy | None]:
     live = engine.store.live()
     if live is None:
@@ -188,7 +205,11 @@ async def _serve(engine: Engine, base: Path, state_dir: Path) -> int:
             engine.store.event("dns-error", str(exc))
 
     await follow(policy, True)
+    next_counters = 0.0
     while not stop.is_set():
+        if time.monotonic() >= next_counters:
+            next_counters = time.monotonic() + COUNTERS_INTERVAL
+            _save_counters(engine, state_dir)
         if engine.expire():  # a lock and one SELECT: fine on the loop
             print("an unconfirmed apply passed its deadline: rolled back", flush=True)
         live = engine.store.live()

@@ -76,6 +76,39 @@ class LibNftables:
             raise ApplyError(f"could not list tables: {err.strip()}")
         return f"table {_TABLE}" in out.splitlines()
 
+    def counters(self) -> list[dict[str, object]]:
+        """Every counter in our table: chain, rule comment, packets, bytes.
+
+        Listed tersely (no set elements: a 100k-address block list would cost seconds) and
+        as JSON, so nothing is parsed out of text.
+        """
+        self._nft.set_terse_output(True)
+        self._nft.set_json_output(True)
+        try:
+            rc, out, err = self._cmd(f"list table {_TABLE}")
+        finally:
+            self._nft.set_json_output(False)
+            self._nft.set_terse_output(False)
+        if rc != 0:
+            raise ApplyError(f"could not list our table: {err.strip()}")
+        found: list[dict[str, object]] = []
+        for item in json.loads(out).get("nftables", []):
+            rule = item.get("rule") if isinstance(item, dict) else None
+            if not isinstance(rule, dict):
+                continue
+            for expr in rule.get("expr", []):
+                counter = expr.get("counter") if isinstance(expr, dict) else None
+                if isinstance(counter, dict):
+                    found.append(
+                        {
+                            "chain": rule.get("chain"),
+                            "comment": rule.get("comment", ""),
+                            "packets": int(counter.get("packets", 0)),
+                            "bytes": int(counter.get("bytes", 0)),
+                        }
+                    )
+        return found
+
     def supports_flowtable(self) -> bool:
         # A dry run goes through the kernel's checks but commits nothing.
         self._nft.set_dry_run(True)

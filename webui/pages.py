@@ -8,6 +8,7 @@ showing made-up numbers.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from typing import Any
@@ -24,7 +25,7 @@ from webui.bridge import appliance
 bp = Blueprint("pages", __name__)
 api_bp = Blueprint("dashboard_api", __name__, url_prefix=PREFIX)
 
-COUNTERS_NOTE = "counters: not collected yet"
+COUNTERS_NOTE = "counters: not collected yet (the controller, edgeguard run, saves them)"
 ANOMALIES_NOTE = "none — anomaly scoring comes with a later release"
 SYNC_STATUS = "not configured"
 _rule_counts: dict[str, tuple[int, int]] = {}  # policy sha256 -> (rules, rules with counter)
@@ -118,6 +119,26 @@ def policy_summary() -> dict[str, Any]:
     }
 
 
+def firewall_counters(now: float, top: int = 8) -> dict[str, Any]:
+    """The counters ``edgeguard run`` saves every 10 s (``<state>/counters.json``): the
+    busiest rules by packets, and how old the reading is."""
+    path = appliance().config.state_dir / "counters.json"
+    try:
+        data = json.loads(path.read_text())
+        rows = [c for c in data["counters"] if isinstance(c, dict)]
+        age = max(0.0, now - float(data["ts"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"counters": None, "note": COUNTERS_NOTE}
+    rows.sort(key=lambda c: -int(c.get("packets", 0)))
+    return {
+        "counters": rows[:top],
+        "total": len(rows),
+        "age_s": round(age),
+        "note": f"read {round(age)} s ago from the live ruleset"
+        + ("; the controller seems stopped" if age > 60 else ""),
+    }
+
+
 def dashboard_data(
     now: float, *, minutes: int = 60, hours: int = 24, top: int = 10
 ) -> dict[str, Any]:
@@ -126,7 +147,7 @@ def dashboard_data(
         "generated": now,
         "dns": dns_summary(now, minutes=minutes, hours=hours, top=top),
         "policy": policy,
-        "firewall": {"rules": policy["rules"], "counters": None, "note": COUNTERS_NOTE},
+        "firewall": {"rules": policy["rules"], **firewall_counters(now)},
         "anomalies": {"open": [], "note": ANOMALIES_NOTE},
         "sync": {"status": SYNC_STATUS},
     }

@@ -245,3 +245,19 @@ def test_kill_9_during_store_writes_keeps_the_store_consistent(
     good_text = (state / "policy.yaml").read_text()
     expect = "open" if good_text == a.read_text() else "refused"
     assert lab.probe("lan", [WEB])[0].outcome == expect
+
+
+def test_counters_are_read_from_the_live_table(lab: Lab, state: Path, policies: Path) -> None:
+    """What `edgeguard run` saves for the dashboard: real counters, by rule comment."""
+    res = edgeguard(lab, state, "apply", str(policies / "small-office.yaml"))
+    assert res.returncode == 0, res.stderr
+    lab.probe("lan", [BLOCKED, BLOCKED])  # dropped and counted by the block list
+    script = (
+        "import json; from appliance.nft import LibNftables; "
+        "print(json.dumps(LibNftables().counters()))"
+    )
+    out = netns.run(lab.ns("router"), [sys.executable, "-c", script]).stdout
+    counters = json.loads(out)
+    by_rule = {(c["chain"], c["comment"]): c for c in counters}
+    assert by_rule[("forward", "blocklist spamhaus-drop outbound")]["packets"] >= 2
+    assert all(c["packets"] >= 0 and c["bytes"] >= 0 for c in counters)

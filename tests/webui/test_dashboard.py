@@ -3,6 +3,7 @@ placeholders for what is not collected yet, SVG charts with escaped labels, and 
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import sqlite3
@@ -17,7 +18,7 @@ from flask.testing import FlaskClient
 from appliance.nft import MemoryNft
 from appliance.store import ConfigStore, PendingConfirm
 from dns_filter.querylog import LogEntry, QueryLog
-from webui import charts, querylog_data
+from webui import charts, pages, querylog_data
 
 XSS_NAME = "<script>alert(1)</script>.example"
 XSS_IMG = '"><img src=x onerror=alert(1)>.example'
@@ -133,7 +134,7 @@ def test_policy_version_confirm_and_the_placeholders_are_honest(
     assert data["firewall"] == {
         "rules": {"total": 3, "with_counter": 1},
         "counters": None,
-        "note": "counters: not collected yet",
+        "note": pages.COUNTERS_NOTE,
     }
     assert data["anomalies"]["open"] == [] and data["sync"] == {"status": "not configured"}
 
@@ -218,3 +219,27 @@ def test_top_lists_are_exact_without_reading_every_hour_fully(tmp_path: Path, sk
     finally:
         conn.close()
     assert [c for _, c in got] == [c for _, c in totals.most_common(3)]
+
+
+def test_firewall_counters_saved_by_the_controller_are_shown(
+    app: Flask, admin: FlaskClient
+) -> None:
+    state = app.extensions["edgeguard_config"].state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "counters.json").write_text(
+        json.dumps(
+            {
+                "ts": time.time() - 5,
+                "counters": [
+                    {"chain": "forward", "comment": "default drop", "packets": 7, "bytes": 420},
+                    {"chain": "fwd_lan-wan", "comment": "<b>lan-out</b>", "packets": 99,
+                     "bytes": 9900},
+                ],
+            }
+        )
+    )  # fmt: skip
+    html = admin.get("/").get_data(as_text=True)
+    assert html.index("&lt;b&gt;lan-out&lt;/b&gt;") < html.index("default drop")  # busiest first
+    assert "read 5 s ago" in html or "read 4 s ago" in html or "read 6 s ago" in html
+    data = admin.get("/api/v1/stats").get_json()
+    assert data["firewall"]["counters"][0]["packets"] == 99
