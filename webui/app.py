@@ -33,6 +33,7 @@ BLUEPRINT_MODULES = (
     "webui.users",
     "webui.backup",
     "webui.settings",
+    "webui.msp_lock",
     "webui.health",
     "webui.anomalies",
 )

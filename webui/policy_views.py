@@ -27,6 +27,7 @@ from appliance.engine import AdminAccess, Engine, Plan
 from appliance.errors import ApplianceError, ApplyError
 from appliance.store import PendingConfirm, StoreError, Version
 from policies.errors import PolicyError, PolicyValidationError
+from webui import msp_lock
 from webui import policy_edit as edit
 from webui.api import PREFIX, api_doc
 from webui.bridge import appliance
@@ -55,6 +56,10 @@ class Finding:
 
 class StalePlan(ApplianceError):
     """The live version changed between the preview and the apply."""
+
+
+class LockedSection(ApplianceError):
+    """The edit changes a section the MSP locked, and the user is not the MSP."""
 
 
 def findings(exc: PolicyError) -> list[Finding]:
@@ -111,6 +116,9 @@ def apply_text(
     now = plan.current.id if plan.current else None
     if base is not True and base != now:
         raise StalePlan(f"the live policy changed since the preview (now version {now})")
+    live = engine().store.texts(plan.current.id)[0] if plan.current else ""
+    if (why := msp_lock.refusal(live, text)) is not None:
+        raise LockedSection(why)
     if plan.unsafe and not force:
         raise ApplyError("unsafe plan: " + "; ".join(plan.unsafe))
     version = engine().apply(
@@ -270,6 +278,8 @@ def _plan_page(text: str, message: str, *, error: str = "", status: int = 200) -
     except PolicyError as exc:
         return _editor(text, problems=findings(exc), message=message, status=422)
     old = engine().store.texts(plan.current.id)[0] if plan.current else ""
+    if not error and (why := msp_lock.refusal(old, text)) is not None:
+        error, status = why, 403
     return render_template(
         "policy_plan.html",
         plan=plan,

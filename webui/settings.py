@@ -32,6 +32,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from appliance.blockpage import open_requests
+from webui import msp_lock
 from webui.api import api_doc
 from webui.bridge import appliance
 from webui.security import audit, roles_required, store
@@ -168,6 +169,8 @@ def security_page() -> Any:
         require_2fa=store().setting("require_2fa") == "1",
         without_2fa=[u.name for u in everyone if not u.totp_enabled],
         cert=certificate_info(_tls_dir() / "cert.pem"),
+        locked=msp_lock.locked_sections(),
+        sections=msp_lock.SECTIONS,
     )
 
 
