@@ -47,6 +47,7 @@ from webui.settings_edit import (
     certificate_info,
     install_certificate,
     list_rows,
+    set_upstreams,
     url_sources,
 )
 from webui.settings_edit import live_policy as _live_policy
@@ -135,6 +136,26 @@ def add_list() -> Any:
     return render_template(
         "settings_list_added.html", text=text, name=name, url=url, preview=preview,
         field=PREVIEW_FIELD,
+    )  # fmt: skip
+
+
+@bp.route("/settings/upstreams", methods=["POST"])
+@roles_required("admin", "msp")
+def change_upstreams() -> Any:
+    live = live_policy()
+    wanted = request.form.get("upstreams", "").replace(",", "\n").splitlines()
+    if live.text is None:
+        flash("There is no live policy to change.", "error")
+        return redirect(url_for("settings.index"))
+    try:
+        text = set_upstreams(live.text, wanted)
+    except EditError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("settings.index"))
+    preview = url_for(PREVIEW_ENDPOINT) if PREVIEW_ENDPOINT in current_app.view_functions else None
+    return render_template(
+        "settings_list_added.html", text=text, name="upstreams", url=", ".join(wanted),
+        preview=preview, field=PREVIEW_FIELD, what="upstreams",
     )  # fmt: skip
 
 

@@ -421,3 +421,35 @@ def install_certificate(tls_dir: Path, cert_pem: bytes, key_pem: bytes) -> CertI
     chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
     write_atomic(tls_dir / "cert.pem", chain, mode=0o644)
     return info
+
+
+_UPSTREAM = re.compile(
+    r"^(udp://|tcp://|tls://)?(\[[0-9a-fA-F:.]+\]|[0-9.]+|[a-z0-9.-]+)(:\d{1,5})?(#[A-Za-z0-9.-]+)?$"
+)
+
+
+def set_upstreams(text: str, upstreams: list[str]) -> str:
+    """``text`` with ``dns.upstreams`` replaced (the same forms the policy accepts: host:port,
+    udp://, tcp://, tls://host:853#name), everything else as the admin wrote it."""
+    cleaned = [u.strip() for u in upstreams if u.strip()]
+    if not cleaned:
+        raise EditError("give at least one upstream server")
+    for u in cleaned:
+        if not _UPSTREAM.match(u):
+            raise EditError(f"not an upstream: {u!r} (host:port, tcp://, tls://host:853#name)")
+    yaml = _yaml(_INDENTS[0])
+    try:
+        data = yaml.load(text)
+    except YAMLError as exc:
+        raise EditError(f"the live policy is not valid YAML: {exc}") from exc
+    for indent in _INDENTS:
+        candidate = _yaml(indent)
+        if _dump(candidate, data) == text:
+            yaml = candidate
+            break
+    if not isinstance(data, CommentedMap) or not isinstance(data.get("dns"), CommentedMap):
+        raise EditError("the policy has no dns: section")
+    seq = CommentedSeq(cleaned)
+    seq.fa.set_flow_style()
+    data["dns"]["upstreams"] = seq
+    return _dump(yaml, data)

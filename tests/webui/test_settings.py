@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import html
 import io
 import sqlite3
 import stat
@@ -185,6 +186,28 @@ def test_adding_a_list_hands_the_new_policy_to_the_editor(live: Flask) -> None:
         follow_redirects=True,
     )
     assert "already exists" in bad.get_data(as_text=True)
+
+
+def test_changing_upstreams_goes_through_the_plan(live: Flask) -> None:
+    admin = logged_in(live)
+    resp = admin.post(
+        "/settings/upstreams",
+        data={"upstreams": "198.51.100.53:53\ntls://198.51.100.54:853#dns.example",
+              "csrf_token": token_of(admin)},
+    )  # fmt: skip
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 200
+    assert "upstreams: [198.51.100.53:53, tls://198.51.100.54:853#dns.example]" in page
+    text = page.split('name="text" readonly>', 1)[1].split("</textarea>", 1)[0]
+
+    policy = parse_policy(html.unescape(text), "p.yaml", base_dir=EXAMPLES).policy
+    assert policy.dns is not None and policy.dns.upstreams[0] == "198.51.100.53:53"
+    bad = admin.post(
+        "/settings/upstreams",
+        data={"upstreams": "not a server!", "csrf_token": token_of(admin)},
+        follow_redirects=True,
+    )
+    assert "not an upstream" in bad.get_data(as_text=True)
 
 
 # -- unblock requests ----------------------------------------------------------------------------
