@@ -386,6 +386,7 @@ STRICT_LOCKDOWN = flows(
     ("lan",   None,      "tcp",  SRV,      443,  "open",        WAN4,   "staff-cloud, masqueraded"),
     ("lan",   LAN_B,     "udp",  SRV,      443,  "open",        WAN4,   "staff-cloud"),
     ("lan",   None,      "tcp",  SRV6,     443,  "open",        LAN6,   "staff-cloud"),
+    ("lan",   None,      "udp",  SRV6,     443,  "open",        LAN6,   "staff-cloud: https is tcp+udp"),
     ("lan",   None,      "tcp",  SRV_B,    993,  "open",        WAN4,   "staff-mail"),
     ("lan",   LAN_B,     "tcp",  SRV_B,    587,  "open",        WAN4,   "staff-mail"),
     ("lan",   None,      "tcp",  SRV6,     465,  "open",        LAN6,   "staff-mail"),
@@ -398,7 +399,7 @@ STRICT_LOCKDOWN = flows(
     *scheduled(
         WORKING_WEEK, "unreachable",
         ("lan",   None,  "udp",  SRV_B,    53,   "open",        WAN4,   "staff-web"),
-        ("lan",   None,  "udp",  SRV6,     443,  "open",        LAN6,   "staff-web"),
+        ("lan",   None,  "udp",  LISTED6,  443,  "open",        LAN6,   "staff-web"),
     ),
     *scheduled(
         NIGHT_BACKUP, "refused",
