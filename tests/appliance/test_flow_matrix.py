@@ -386,7 +386,7 @@ STRICT_LOCKDOWN = flows(
     ("lan",   None,      "tcp",  SRV,      443,  "open",        WAN4,   "staff-cloud, masqueraded"),
     ("lan",   LAN_B,     "udp",  SRV,      443,  "open",        WAN4,   "staff-cloud"),
     ("lan",   None,      "tcp",  SRV6,     443,  "open",        LAN6,   "staff-cloud"),
-    ("lan",   None,      "udp",  SRV6,     443,  "open",        LAN6,   "staff-cloud: https is tcp+udp"),
+    ("lan",   None,      "udp",  SRV6,     443,  "open",        LAN6,   "staff-cloud (+udp)"),
     ("lan",   None,      "tcp",  SRV_B,    993,  "open",        WAN4,   "staff-mail"),
     ("lan",   LAN_B,     "tcp",  SRV_B,    587,  "open",        WAN4,   "staff-mail"),
     ("lan",   None,      "tcp",  SRV6,     465,  "open",        LAN6,   "staff-mail"),
