@@ -11,3 +11,7 @@ class LabError(ApplianceError):
 
 class ApplyError(ApplianceError):
     """A ruleset could not be applied; the previous ruleset is still enforced."""
+
+
+class AnomalyError(ApplianceError):
+    """Anomaly scoring could not read its input, or was configured wrong."""
