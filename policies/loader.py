@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from policies.anomaly_section import parse_anomaly
 from policies.checks import Checker, suggest
 from policies.dns_section import parse_dns
 from policies.errors import PolicyLoadError, PolicyValidationError, Problem
@@ -140,6 +141,13 @@ def _build(ck: Checker, data: Any, base_dir: Path, read_feed: FeedReader) -> Pol
                     "no zones given and no masquerade (WAN) zone to default to: set 'zones'",
                 )
     management = parse_management(ck, top.get("management"), names)
+    anomaly = (
+        parse_anomaly(
+            ck, top["anomaly"], base_dir, zones=zones, masquerade=nat.masquerade, groups=groups
+        )
+        if "anomaly" in top
+        else None
+    )
     offload, counters = _options(ck, top.get("options"))
     if site is None or ck.failed:
         return None
@@ -159,6 +167,7 @@ def _build(ck: Checker, data: Any, base_dir: Path, read_feed: FeedReader) -> Pol
         counters=counters,
         dns=dns,
         web_filter=web_filter,
+        anomaly=anomaly,
     )
 
 

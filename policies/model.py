@@ -14,6 +14,7 @@ from policies.dns_section import DnsSettings
 from policies.intervals import Interval
 
 if TYPE_CHECKING:
+    from policies.anomaly_section import AnomalySettings
     from policies.web_model import WebFilter
 
 SCHEMA_VERSION = 1
@@ -241,6 +242,7 @@ class Policy:
     counters: bool = True
     dns: DnsSettings | None = None
     web_filter: WebFilter | None = None
+    anomaly: AnomalySettings | None = None
 
     def default_for(self, src: str, dst: str) -> Default:
         """The default for traffic from zone (or self) ``src`` to zone (or self) ``dst``.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from policies.anomaly_schema import ANOMALY_OBJECTS, ANOMALY_TOP_LEVEL
 from policies.schema_base import (
     IFNAME_PATTERN,
     JSON,
@@ -261,6 +262,7 @@ OBJECTS.update(
 )
 
 OBJECTS.update(WEB_OBJECTS)
+OBJECTS.update(ANOMALY_OBJECTS)
 
 TOP_LEVEL: JSON = _obj(
     {
@@ -298,6 +300,7 @@ TOP_LEVEL: JSON = _obj(
         "options": {"$ref": "#/$defs/options"},
         "dns": {"$ref": "#/$defs/dns"},
         **WEB_TOP_LEVEL,
+        **ANOMALY_TOP_LEVEL,
     },
     required=("version", "site", "zones"),
     description="An EdgeGuard site policy",

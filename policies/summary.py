@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from policies.anomaly_section import describe_anomaly
 from policies.intervals import format_elements
 from policies.model import AddressSet, Endpoint, Policy, PortRange, Rule
 
@@ -104,6 +105,7 @@ def describe(policy: Policy) -> list[str]:
             f"dropped {bl.block} on {', '.join(bl.zones) or '-'}"
         )
     lines += _web_filter(policy)
+    lines += describe_anomaly(policy.anomaly) if policy.anomaly is not None else []
     lines += [f"rule {_rule(r)}" for r in policy.rules]
     lines += [f"default {d.src} -> {d.dst}: {d.action.upper()}" for d in policy.defaults]
     if policy.nat.masquerade:

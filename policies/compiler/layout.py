@@ -14,6 +14,7 @@ from policies.compiler.matches import (
     set_block,
     set_name,
 )
+from policies.compiler.quarantine import QuarantineParts
 from policies.compiler.rules import DynamicSet, dynamic_sets, expand_members, rule_lines
 from policies.compiler.webfilter import WebFilterParts, domain_sets, mac_sets
 from policies.intervals import format_elements
@@ -58,6 +59,7 @@ class Layout:
         self.stats: dict[str, int] = {}
         self.consts = ConstSets()
         self.web = WebFilterParts(policy, self.ifaces)
+        self.quarantine = QuarantineParts(policy)
         self.rules = [v for r in policy.rules for v in expand_members(r)]
         self._place_rules()
 
@@ -268,6 +270,7 @@ class Layout:
                 lines += set_block(set_name(aset, fam), fam, elems)
         lines += self.consts.render()
         lines += self.web.sets()
+        lines += self.quarantine.sets()
         lines += mac_sets(r.src.members for r in self.rules if r.src.members is not None)
         lines += domain_sets(
             dict.fromkeys(r.dst.domains for r in self.p.rules if r.dst.domains is not None)
@@ -328,6 +331,7 @@ class Layout:
             "filter hook input priority filter; policy drop;",
             [
                 'iif "lo" accept',
+                *self.quarantine.input_lines(),
                 _CT_FAST_PATH,
                 *self._anti_lockout(),
                 *self._blocklist_lines("inbound"),
@@ -338,6 +342,7 @@ class Layout:
             ],
         )
         fwd_body = [
+            *self.quarantine.forward_lines(),
             *(["meta l4proto { tcp, udp } flow add @offload"] if self.offload else []),
             _CT_FAST_PATH,
             *self._blocklist_lines("inbound"),
@@ -356,7 +361,8 @@ class Layout:
             out_body = ['oif "lo" accept', _CT_FAST_PATH, *outbound]
             out_body += [_ICMPV6_OUTPUT, *_vmap("oifname", out_map)] if out_map else []
         lines += _base("output", "filter hook output priority filter; policy accept;", out_body)
-        for chain in [*self.web.chains(), *pair_chains]:
+        quarantine = self.quarantine.chains(self._anti_lockout())
+        for chain in [*quarantine, *self.web.chains(), *pair_chains]:
             lines += chain
         return lines
 
