@@ -154,7 +154,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.once:
         return 0
     base = args.policy.parent if args.policy else args.state_dir
-    return asyncio.run(_serve(engine, base, args.state_dir))
+    scoring = _start_scoring(args.state_dir, base, args.anomaly_every)
+    try:
+        return asyncio.run(_serve(engine, base, args.state_dir))
+    finally:
+        scoring.terminate()
+        try:
+            scoring.wait(10)
+        except subprocess.TimeoutExpired:
+            scoring.kill()
+            scoring.wait(5)
+
+
+def _start_scoring(state_dir: Path, base: Path, every: float) -> subprocess.Popen[bytes]:
+    """Anomaly scoring in its own process (CPU work away from the resolver's GIL), in this
+    namespace (conntrack is per namespace); it follows the live version itself."""
+    return subprocess.Popen(  # noqa: S603 - fixed argv: our own interpreter and module
+        [sys.executable, "-m", "appliance.cli", "anomaly", "serve", "--state-dir",
+         str(state_dir), "--base", str(base), "--every", str(every)],
+        start_new_session=False,
+    )  # fmt: skip
 
 
 COUNTERS_INTERVAL = 10.0
@@ -278,4 +297,11 @@ def add_engine_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     p.add_argument("--policy", type=Path, help="policy to apply on first boot (empty history)")
     p.add_argument("--once", action="store_true", help="boot, then exit")
+    p.add_argument(
+        "--anomaly-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between anomaly evaluations (default 60)",
+    )
     p.set_defaults(func=cmd_run)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+from appliance import netns
+from appliance.lab import Lab
 
 
 def variant(policies: Path, name: str, old: str, new: str) -> Path:
@@ -12,3 +18,47 @@ def variant(policies: Path, name: str, old: str, new: str) -> Path:
     path = policies / f"{name}.yaml"
     path.write_text(text.replace(old, new))
     return path
+
+
+class Controller:
+    """``edgeguard run`` in the lab's router namespace, its output read line by line."""
+
+    def __init__(self, lab: Lab, state: Path, policy: Path, *extra: str) -> None:
+        self.lab, self.state = lab, state
+        self.proc = netns.popen(
+            lab.ns("router"),
+            [sys.executable, "-m", "appliance.cli", "run", "--state-dir", str(state),
+             "--policy", str(policy), *extra],
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.seen: list[str] = []
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> None:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.seen.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"no {text!r} from the controller: {''.join(self.seen)}")
+
+    def apply(self, policy: Path, message: str = "turn the kids' social rule on") -> None:
+        netns.run(
+            self.lab.ns("router"),
+            [sys.executable, "-m", "appliance.cli", "apply", str(policy), "--state-dir",
+             str(self.state), "-m", message],
+            timeout=60,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()

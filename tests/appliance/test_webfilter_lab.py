@@ -22,6 +22,7 @@ import pytest
 from appliance import netns
 from appliance.lab import Lab
 from appliance.labprobe import Probe
+from tests.appliance.helpers import Controller
 
 pytestmark = pytest.mark.netns
 
@@ -40,48 +41,6 @@ def _policy(tmp: Path, *, with_social_rule: bool) -> Path:
     path = tmp / ("web-filter.yaml" if with_social_rule else "web-filter-no-rule.yaml")
     path.write_text(text)
     return path
-
-
-class Controller:
-    def __init__(self, lab: Lab, state: Path, policy: Path) -> None:
-        self.lab, self.state = lab, state
-        self.proc = netns.popen(
-            lab.ns("router"),
-            [sys.executable, "-m", "appliance.cli", "run", "--state-dir", str(state),
-             "--policy", str(policy)],
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        self.seen: list[str] = []
-
-    def wait_for(self, text: str, timeout: float = 30.0) -> None:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.seen.append(line)
-            if text in line:
-                return
-        raise AssertionError(f"no {text!r} from the controller: {''.join(self.seen)}")
-
-    def apply(self, policy: Path) -> None:
-        netns.run(
-            self.lab.ns("router"),
-            [sys.executable, "-m", "appliance.cli", "apply", str(policy), "--state-dir",
-             str(self.state), "-m", "turn the kids' social rule on"],
-            timeout=60,
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 @pytest.fixture(scope="module")
