@@ -8,6 +8,7 @@ flows from the office clients and the internet, printing what got through. This 
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
 import sys
@@ -95,6 +96,24 @@ WEB_FILTER_FLOWS: list[Flow] = [
     _tcp("internet -> the box's ssh", "inet", "203.0.113.2", 22),
 ]
 BLOCK_PAGE = "192.0.2.1"
+INFECTED = "192.0.2.10"  # the staff PC that, in the demo, also runs malware
+DGA_LABEL = "infected PC asks: <generated name>.com"
+
+
+def infected_client_flows(rounds: int) -> list[Flow]:
+    """What the demo's malware does each round: DNS lookups of generated names (most do not
+    exist: a DGA burst) on rounds 2, 5, 8, ... and a check-in to its server every round.
+    Anomaly scoring (``anomaly:`` in the policy) should flag the DGA within minutes and the
+    beacon after its usual hours of persistence."""
+    rng = random.Random(rounds)
+    out: list[Flow] = [
+        _tcp("infected PC -> check-in (beacon)", "lan", "198.51.100.10", 80, INFECTED)
+    ]
+    if rounds % 3 == 2:
+        for _ in range(60):
+            name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(14)) + ".com"
+            out.append(_dns(DGA_LABEL, "lan", "192.0.2.1", name, INFECTED))
+    return out
 
 
 def flows_for(policy: Path) -> list[Flow]:
@@ -149,6 +168,8 @@ def run_demo(
                 str(state_dir),
                 "--policy",
                 str(policy),
+                "--anomaly-every",
+                "15",
             ],
             stdout=None,
             stderr=None,
@@ -164,6 +185,8 @@ def run_demo(
                 rounds += 1
                 print(f"\n--- traffic round {rounds} (Ctrl-C to stop) ---", flush=True)
                 flows = flows_for(policy)
+                if "\nanomaly:" in policy.read_text():
+                    flows = flows + infected_client_flows(rounds)
                 # DNS first: connections to names the firewall follows need the answer
                 for phase in ([f for f in flows if f[2].kind == "dns"],
                               [f for f in flows if f[2].kind != "dns"]):  # fmt: skip
@@ -172,8 +195,12 @@ def run_demo(
                         by_role.setdefault(role, []).append((label, probe))
                     for role, items in by_role.items():
                         results = lab.probe(role, [p for _, p in items])
+                        verdicts: dict[str, list[str]] = {}
                         for (label, probe), res in zip(items, results, strict=True):
-                            print(f"  {label:<46} {_verdict(res, probe)}", flush=True)
+                            verdicts.setdefault(label, []).append(_verdict(res, probe))
+                        for label, said in verdicts.items():
+                            text = said[0] if len(said) == 1 else f"{said[0]} (x{len(said)})"
+                            print(f"  {label:<46} {text}", flush=True)
                 time.sleep(interval)
         except KeyboardInterrupt:
             print("\nstopping", flush=True)

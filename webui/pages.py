@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from contextlib import closing
 from typing import Any
 
 import yaml
 from flask import Blueprint, current_app, jsonify, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from appliance.anomaly.store import DB_NAME as ANOMALY_DB
+from appliance.anomaly.store import read_only
 from appliance.errors import ApplianceError
 from webui import charts, querylog_data
 from webui.api import PREFIX, api_doc
@@ -26,7 +29,8 @@ bp = Blueprint("pages", __name__)
 api_bp = Blueprint("dashboard_api", __name__, url_prefix=PREFIX)
 
 COUNTERS_NOTE = "counters: not collected yet (the controller, edgeguard run, saves them)"
-ANOMALIES_NOTE = "none — anomaly scoring comes with a later release"
+ANOMALIES_NOTE = "no anomaly scoring yet: the policy has no anomaly: section, or nothing scored"
+ANOMALY_SEVERITIES = ("medium", "high", "critical")  # what the dashboard calls worth a look
 SYNC_STATUS = "not configured"
 _rule_counts: dict[str, tuple[int, int]] = {}  # policy sha256 -> (rules, rules with counter)
 
@@ -148,9 +152,34 @@ def dashboard_data(
         "dns": dns_summary(now, minutes=minutes, hours=hours, top=top),
         "policy": policy,
         "firewall": {"rules": policy["rules"], **firewall_counters(now)},
-        "anomalies": {"open": [], "note": ANOMALIES_NOTE},
+        "anomalies": anomaly_summary(),
         "sync": {"status": SYNC_STATUS},
     }
+
+
+def anomaly_summary(top: int = 5) -> dict[str, Any]:
+    """Open alerts of medium severity or more (highest score first) and quarantined hosts."""
+    conn = read_only(appliance().config.state_dir / ANOMALY_DB)
+    if conn is None:
+        return {"open": [], "quarantined": [], "note": ANOMALIES_NOTE}
+    marks = ",".join("?" * len(ANOMALY_SEVERITIES))
+    try:
+        with closing(conn):
+            rows = conn.execute(
+                "SELECT id, host, kind, peer, score, severity, last FROM anomalies"
+                f" WHERE status = 'open' AND severity IN ({marks})"
+                " ORDER BY score DESC, last DESC LIMIT ?",
+                (*ANOMALY_SEVERITIES, top),
+            ).fetchall()
+            quarantined = [
+                str(r[0])
+                for r in conn.execute("SELECT address FROM quarantine WHERE lifted IS NULL")
+            ]
+    except sqlite3.Error:
+        return {"open": [], "quarantined": [], "note": ANOMALIES_NOTE}
+    alerts = [dict(r) for r in rows]
+    note = "" if alerts else "no open alerts of medium severity or more"
+    return {"open": alerts, "quarantined": quarantined, "note": note}
 
 
 def _log_link(**args: Any) -> str:

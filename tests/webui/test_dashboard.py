@@ -15,6 +15,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from appliance.anomaly.records import Alert, Severity
+from appliance.anomaly.store import AnomalyStore
 from appliance.nft import MemoryNft
 from appliance.store import ConfigStore, PendingConfirm
 from dns_filter.querylog import LogEntry, QueryLog
@@ -126,7 +128,7 @@ def test_policy_version_confirm_and_the_placeholders_are_honest(
     assert f'data-deadline="{int(deadline)}"' in page
     assert "3 rules in the policy, 1 with <code>counter: true</code>" in page
     assert "counters: not collected yet" in page
-    assert "none — anomaly scoring comes with a later release" in page
+    assert "no anomaly scoring yet" in page
     assert "not configured" in page
     data = viewer.get("/api/v1/stats").get_json()
     assert data["policy"]["live"]["version"] == vid
@@ -243,3 +245,35 @@ def test_firewall_counters_saved_by_the_controller_are_shown(
     assert "read 5 s ago" in html or "read 4 s ago" in html or "read 6 s ago" in html
     data = admin.get("/api/v1/stats").get_json()
     assert data["firewall"]["counters"][0]["packets"] == 99
+
+
+def test_open_anomalies_and_quarantined_hosts_are_on_the_dashboard(
+    app: Flask, viewer: FlaskClient
+) -> None:
+    state = app.extensions["edgeguard_config"].state_dir
+    store = AnomalyStore.in_state_dir(state)
+    now = time.time()
+
+    def alert(host: str, kind: str, score: int, severity: Severity) -> Alert:
+        return Alert(host, kind, "198.51.100.7", score, severity, now - 60, now, "why")
+
+    stored = store.record(
+        [
+            alert("192.0.2.10", "beacon", 88, "critical"),
+            alert("192.0.2.11", "<b>scan</b>", 60, "medium"),
+            alert("192.0.2.12", "exfil", 20, "info"),  # below the dashboard's bar
+            alert("192.0.2.13", "dga", 75, "high"),
+        ],
+        now,
+    )
+    store.set_status(stored[3].id, "dismissed")  # dismissed: not open any more
+    store.add_quarantine("192.0.2.10", "beaconing", "alice", now)
+    store.close()
+    page = viewer.get("/").get_data(as_text=True)
+    assert "192.0.2.10" in page and "192.0.2.11" in page
+    assert "192.0.2.12" not in page and "192.0.2.13" not in page
+    assert "&lt;b&gt;scan&lt;/b&gt;" in page
+    assert "Quarantined: 192.0.2.10" in page
+    data = viewer.get("/api/v1/stats").get_json()["anomalies"]
+    assert [a["host"] for a in data["open"]] == ["192.0.2.10", "192.0.2.11"]
+    assert data["quarantined"] == ["192.0.2.10"]
