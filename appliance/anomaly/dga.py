@@ -69,6 +69,7 @@ class DgaDetector:
         full_nx_domains: int = 40,
         low_likelihood: float = -3.6,
         ratio_weight: float = 0.3,
+        flood_nx_domains: int = 120,
         min_score: float = 0.2,
         max_nx_domains: int = 512,
         max_ok_domains: int = 1024,
@@ -80,14 +81,17 @@ class DgaDetector:
         volume sub-score saturates. ``low_likelihood``: the n-gram score (nats per symbol)
         below which a label reads as generated; the default flags ~5% of held-out real
         labels (see ``train_ngram.py --report``). ``ratio_weight``: how much the NXDOMAIN
-        share of the client's queries adds for real-looking names. ``max_*``: per client
-        caps (the oldest quarter is evicted when one is reached)."""
+        share of the client's queries adds for real-looking names. ``flood_nx_domains``:
+        this many distinct non-existent domains in the window is a DGA burst however real
+        the names look (dictionary DGAs); the flood sub-score reaches 1 at twice it.
+        ``max_*``: per client caps (the oldest quarter is evicted when one is reached)."""
         self.context = context
         self.window = window
         self.min_nx_domains = min_nx_domains
         self.full_nx_domains = max(full_nx_domains, min_nx_domains + 1)
         self.low_likelihood = low_likelihood
         self.ratio_weight = ratio_weight
+        self.flood_nx_domains = flood_nx_domains
         self.min_score = min_score
         self.max_nx_domains = max_nx_domains
         self.max_ok_domains = max_ok_domains
@@ -156,6 +160,11 @@ class DgaDetector:
         # Generated-looking names carry the finding. Real-looking ones (blocked ads, typos,
         # dictionary DGAs) reach a score only when NXDOMAIN dominates the client's queries.
         score = volume * min(1.0, names + self.ratio_weight * ratio)
+        # A flood of distinct non-existent domains: no office program does that, whatever
+        # the names look like (the resolver's own blocks never get here: see querytail).
+        flood = _clamp(distinct / (2 * self.flood_nx_domains))
+        if distinct >= self.flood_nx_domains:
+            score = max(score, flood)
         burst = min(e[_FIRST] for e in state.nx.values())
         hits = sorted(
             (
@@ -188,6 +197,7 @@ class DgaDetector:
                 "nxdomain": round(volume, 4),
                 "ratio": round(ratio, 4),
                 "names": round(names, 4),
+                "flood": round(flood, 4),
             },
             evidence={
                 "nx_domains": distinct,

@@ -269,11 +269,16 @@ class Scorer:
         alert = current.alert
         # news again: evidence after a long silence, or evidence that starts well after
         # everything the alert has seen (the same host doing it again hours later)
+        # (a detector that keeps a day of state reports an old ``first``: then the sign is
+        # its evidence resuming after a silence of ``episode_gap``)
         separate = finding.first - alert.last >= config.episode_gap
-        quiet = separate or now - current.seen >= config.quiet_gap
+        resumed = not separate and finding.last - alert.last >= config.episode_gap
+        quiet = separate or resumed or now - current.seen >= config.quiet_gap
         alert.score, alert.severity = score, severity
         if separate:
             alert.first, alert.last = finding.first, finding.last
+        elif resumed:
+            alert.first, alert.last = alert.last, finding.last
         else:
             alert.first = min(alert.first, finding.first)
             alert.last = max(alert.last, finding.last)

@@ -38,7 +38,7 @@ class QueryLogTail:
                     start = 0 if self.from_start else db.execute("SELECT max(id) FROM queries")
                     self._last_id = start if isinstance(start, int) else start.fetchone()[0] or 0
                 rows = db.execute(
-                    "SELECT id, ts, client, qname, qtype, rcode FROM queries"
+                    "SELECT id, ts, client, qname, qtype, rcode, verdict FROM queries"
                     " WHERE id > ? ORDER BY id LIMIT ?",
                     (self._last_id, limit),
                 ).fetchall()
@@ -46,7 +46,12 @@ class QueryLogTail:
             return []  # the resolver is creating or migrating it: next time
         if rows:
             self._last_id = rows[-1][0]
+        # A name the filter blocked was answered by us (NXDOMAIN, a null or block-page
+        # address): it says nothing about whether the name exists, so DGA and tunnel
+        # detectors must not count it. The query itself is still evidence of intent, but
+        # the block already stopped it.
         return [
             DnsRecord(ts, client, qname.rstrip(".").lower(), qtype, rcode)
-            for _id, ts, client, qname, qtype, rcode in rows
+            for _id, ts, client, qname, qtype, rcode, verdict in rows
+            if verdict != "blocked"
         ]

@@ -110,6 +110,31 @@ def test_dictionary_dga_scores_well_below_a_random_one() -> None:
     assert scores[0] < scores[1] / 2
 
 
+@pytest.mark.parametrize(("distinct", "flagged"), [(80, False), (130, True), (260, True)])
+def test_a_flood_of_missing_dictionary_names_is_a_dga_however_real_they_look(
+    distinct: int, flagged: bool
+) -> None:
+    """suppobox-style names read as real words; only their number gives them away."""
+    words = [
+        f"{a}{b}"
+        for a in ("water", "beyond", "right", "study", "house")
+        for b in ("market", "forest", "simple", "garden", "window", "summer", "silver", "paper")
+    ]
+    rng = random.Random(distinct)
+    names: set[str] = set()
+    while len(names) < distinct:
+        names.add(rng.choice(words) + rng.choice(words) + ".net")
+    detector = DgaDetector(Context())
+    _feed(detector, _normal_traffic(T0, 20))
+    _feed(detector, [DnsRecord(T0 + i, HOST, n, 1, 3) for i, n in enumerate(sorted(names))])
+    found = list(detector.evaluate(T0 + 900))
+    score = found[0].score if found else 0.0
+    if flagged:
+        assert score >= 0.5 and found[0].subscores["flood"] >= 0.5
+    else:
+        assert score < 0.5
+
+
 def test_printer_asking_one_missing_name_all_day_is_not_a_dga() -> None:
     detector = DgaDetector(Context())
     _feed(

@@ -291,3 +291,21 @@ def test_the_same_host_doing_it_again_hours_later_is_a_new_emission() -> None:
     near = Finding(host(10), "lateral", "", 0.8, T0 + 3 * HOUR + 600, T0 + 3 * HOUR + 900, "near")
     detector.findings = [near]
     assert scorer.evaluate(T0 + 3 * HOUR + 1200) == []
+
+
+def test_evidence_resuming_after_a_silence_is_a_new_emission_even_with_an_old_first() -> None:
+    """A detector keeping a day of state (lateral movement) reports the day's first contact;
+    the same host starting again hours later must still reach the admin."""
+    scorer, detector = scripted()
+    detector.findings = [finding(0.9, kind="lateral", peer="")]
+    (alert,) = scorer.evaluate(T0 + 300)
+    assert alert.score == 90
+    later = finding(0.9, kind="lateral", peer="")
+    later.last = T0 + 60 + HOUR  # new evidence within the episode gap: same episode
+    detector.findings = [later]
+    assert scorer.evaluate(T0 + HOUR + 300) == []
+    resumed = finding(0.9, kind="lateral", peer="")
+    resumed.last = T0 + 5 * HOUR  # silent since T0 + 1 h, then evidence again
+    detector.findings = [resumed]
+    (again,) = scorer.evaluate(T0 + 5 * HOUR + 300)
+    assert (again.first, again.last) == (T0 + 60 + HOUR, T0 + 5 * HOUR)
