@@ -42,6 +42,9 @@ NXDOMAIN = 3
 _COUNT, _FIRST, _LAST = 0, 1, 2
 
 
+FLOOD_FLOOR = 0.7  # a flood alone is high severity: no office program does it
+
+
 @dataclass(slots=True)
 class _ClientDomains:
     """One client's registered domains in the window: NXDOMAIN ones and resolved ones."""
@@ -68,7 +71,7 @@ class DgaDetector:
         min_nx_domains: int = 8,
         full_nx_domains: int = 40,
         low_likelihood: float = -3.6,
-        ratio_weight: float = 0.3,
+        ratio_weight: float = 0.8,
         flood_nx_domains: int = 120,
         min_score: float = 0.2,
         max_nx_domains: int = 512,
@@ -83,7 +86,8 @@ class DgaDetector:
         labels (see ``train_ngram.py --report``). ``ratio_weight``: how much the NXDOMAIN
         share of the client's queries adds for real-looking names. ``flood_nx_domains``:
         this many distinct non-existent domains in the window is a DGA burst however real
-        the names look (dictionary DGAs); the flood sub-score reaches 1 at twice it.
+        the names look (dictionary DGAs): the flood sub-score starts at FLOOD_FLOOR (high
+        severity) there and reaches 1 at twice it.
         ``max_*``: per client caps (the oldest quarter is evicted when one is reached)."""
         self.context = context
         self.window = window
@@ -162,9 +166,9 @@ class DgaDetector:
         score = volume * min(1.0, names + self.ratio_weight * ratio)
         # A flood of distinct non-existent domains: no office program does that, whatever
         # the names look like (the resolver's own blocks never get here: see querytail).
-        flood = _clamp(distinct / (2 * self.flood_nx_domains))
-        if distinct >= self.flood_nx_domains:
-            score = max(score, flood)
+        over = (distinct - self.flood_nx_domains) / self.flood_nx_domains
+        flood = 0.0 if over < 0 else FLOOD_FLOOR + (1 - FLOOD_FLOOR) * _clamp(over)
+        score = max(score, flood)
         burst = min(e[_FIRST] for e in state.nx.values())
         hits = sorted(
             (
