@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,8 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from appliance import netns
+from appliance.anomaly.records import Alert
+from appliance.anomaly.store import AnomalyStore
 from appliance.lab import Lab
 from appliance.labprobe import Probe
 
@@ -230,6 +232,45 @@ def test_an_unconfirmed_apply_rolls_back_and_the_ui_says_so(page: Page, running:
     pg.goto(running.url + "/policy")
     assert "was rolled back" in pg.locator("#rolled-back").inner_text()
     assert pg.locator("#confirm-banner").count() == 0
+
+
+def _web(lab: Lab) -> str:
+    [r] = lab.probe("lan", [Probe("tcp", "198.51.100.10", 443, src=STAFF, timeout=1.0)])
+    return r.outcome
+
+
+def _until(check: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_quarantine_from_the_anomalies_page_cuts_the_host_off_and_lift_restores_it(
+    page: Page, running: Running, lab: Lab
+) -> None:
+    """UI -> the quarantine table -> the controller's scoring loop -> the nft set -> packets."""
+    pg = page
+    store = AnomalyStore.in_state_dir(running.state)
+    now = time.time()
+    alert = Alert(STAFF, "beacon", "198.51.100.10", 91, "critical", now - 3600, now,
+                  "check-ins every 60 s for 5 h, same size")  # fmt: skip
+    store.record([alert], now)
+    store.close()
+    assert _web(lab) == "open"
+    pg.goto(running.url + "/anomalies")
+    row = pg.locator("tr", has_text="check-ins every 60 s")
+    pg.once("dialog", lambda dialog: dialog.accept())
+    row.locator("button", has_text="Quarantine host").click()
+    assert pg.locator("button", has_text="Lift quarantine").count() == 1
+    assert _until(lambda: _web(lab) != "open"), "the quarantined host still reaches the web"
+    pg.screenshot(path=str(running.shots / "anomalies.png"), full_page=True)
+    pg.once("dialog", lambda dialog: dialog.accept())
+    pg.locator("button", has_text="Lift quarantine").click()
+    assert pg.locator("button", has_text="Lift quarantine").count() == 0
+    assert _until(lambda: _web(lab) == "open"), "lifting did not restore access"
 
 
 def test_main_pages_render_and_are_screenshotted(page: Page, running: Running) -> None:
