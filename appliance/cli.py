@@ -19,6 +19,8 @@ from appliance.anomaly.score_cmd import add_score_commands
 from appliance.anomaly.serve_cmd import add_anomaly_commands
 from appliance.commands import add_engine_commands
 from appliance.dns_cmd import add_dns_commands
+from appliance.sync.msp_cmd import add_msp_commands
+from appliance.sync.sync_cmd import add_sync_commands
 from policies.compiler import Ruleset, Target, compile_policy
 from policies.errors import PolicyError, PolicyLoadError, PolicyValidationError
 from policies.loader import LoadedPolicy, load_policy
@@ -171,9 +173,11 @@ def build_parser(
     policy_cmd("explain", "say in plain words what a policy does").set_defaults(func=cmd_explain)
     add_engine_commands(sub)
     add_dns_commands(sub)
+    add_msp_commands(sub)
     add_score_commands(sub)
     add_quarantine_commands(sub)
     add_anomaly_commands(sub)
+    add_sync_commands(sub)
     p = sub.add_parser("lab", help="the network-namespace lab (demo, up, down)")
     p.add_argument("action", choices=["demo", "up", "down"])
     p.add_argument("--prefix", default="eglab", help="namespace name prefix")
