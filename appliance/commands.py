@@ -153,27 +153,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(engine.boot(args.policy), flush=True)
     if args.once:
         return 0
-    base = args.policy.parent if args.policy else args.state_dir
-    scoring = _start_scoring(args.state_dir, base, args.anomaly_every)
+    sync_dir = args.state_dir / "sync"
+    enrolled = (sync_dir / "enrolment.json").exists()
+    # An MSP-managed box: the policy's relative list paths resolve where the agent puts the
+    # bundle's files; otherwise next to the policy given on first boot.
+    local_base = args.policy.parent if args.policy else args.state_dir
+    base = sync_dir / "site" if enrolled else local_base
+    children = [_start_child(["anomaly", "serve", "--state-dir", str(args.state_dir), "--base",
+                              str(base), "--every", str(args.anomaly_every)])]  # fmt: skip
+    if enrolled:
+        children.append(_start_child(["sync", "serve", "--state-dir", str(args.state_dir),
+                                      "--interval", str(args.sync_interval)]))  # fmt: skip
     try:
         return asyncio.run(_serve(engine, base, args.state_dir))
     finally:
-        scoring.terminate()
-        try:
-            scoring.wait(10)
-        except subprocess.TimeoutExpired:
-            scoring.kill()
-            scoring.wait(5)
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(5)
 
 
-def _start_scoring(state_dir: Path, base: Path, every: float) -> subprocess.Popen[bytes]:
-    """Anomaly scoring in its own process (CPU work away from the resolver's GIL), in this
-    namespace (conntrack is per namespace); it follows the live version itself."""
+def _start_child(args: list[str]) -> subprocess.Popen[bytes]:
+    """A part of the appliance in its own process, in this namespace: anomaly scoring (CPU
+    work kept away from the resolver's GIL; conntrack is per namespace) and, when enrolled,
+    the MSP sync agent. Both follow the store's live version themselves."""
     return subprocess.Popen(  # noqa: S603 - fixed argv: our own interpreter and module
-        [sys.executable, "-m", "appliance.cli", "anomaly", "serve", "--state-dir",
-         str(state_dir), "--base", str(base), "--every", str(every)],
-        start_new_session=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "appliance.cli", *args]
+    )
 
 
 COUNTERS_INTERVAL = 10.0
@@ -303,5 +313,12 @@ def add_engine_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=60.0,
         metavar="SECONDS",
         help="seconds between anomaly evaluations (default 60)",
+    )
+    p.add_argument(
+        "--sync-interval",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="seconds between MSP sync cycles when enrolled (default 300, jittered)",
     )
     p.set_defaults(func=cmd_run)
