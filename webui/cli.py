@@ -16,6 +16,7 @@ from appliance.cli import DEFAULT_POLICY, SubCommands
 from appliance.cli import main as appliance_main
 from appliance.commands import DEFAULT_STATE_DIR
 from webui.config import UiConfig
+from webui.fleet.serve_cmd import add_fleet_commands
 
 
 def cmd_ui_serve(args: argparse.Namespace) -> int:
@@ -81,7 +82,7 @@ def add_ui_commands(sub: SubCommands) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return appliance_main(argv, extra=[add_ui_commands])
+    return appliance_main(argv, extra=[add_ui_commands, add_fleet_commands])
 
 
 if __name__ == "__main__":
