@@ -153,8 +153,32 @@ def dashboard_data(
         "policy": policy,
         "firewall": {"rules": policy["rules"], **firewall_counters(now)},
         "anomalies": anomaly_summary(),
-        "sync": {"status": SYNC_STATUS},
+        "sync": sync_summary(),
     }
+
+
+def sync_summary() -> dict[str, Any]:
+    """MSP sync as the agent left it: when the MSP last answered, the last cycle's result
+    and the sections where the office admin's change was kept over the MSP's (conflicts)."""
+    sync_dir = appliance().config.state_dir / "sync"
+    if not (sync_dir / "enrolment.json").exists():
+        return {"status": SYNC_STATUS, "conflicts": []}
+    try:
+        enrolment = json.loads((sync_dir / "enrolment.json").read_text(encoding="utf-8"))
+        state = json.loads((sync_dir / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"status": "enrolled; no sync state yet", "conflicts": []}
+    last = state.get("last_sync") or {}
+    result = str(last.get("result") or "never")
+    why = last.get("reason") or last.get("error")
+    version = state.get("bundle_version")
+    status = (
+        f"site {enrolment.get('site', '?')}: last synced {state.get('last_contact') or 'never'}"
+        f", last cycle {result}{f' ({why})' if why else ''}"
+        f"{f', bundle v{version}' if version is not None else ''}"
+    )
+    conflicts = [str(c.get("section")) for c in state.get("conflicts") or [] if c.get("section")]
+    return {"status": status, "conflicts": conflicts, "result": result}
 
 
 def anomaly_summary(top: int = 5) -> dict[str, Any]:

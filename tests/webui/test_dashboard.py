@@ -138,7 +138,10 @@ def test_policy_version_confirm_and_the_placeholders_are_honest(
         "counters": None,
         "note": pages.COUNTERS_NOTE,
     }
-    assert data["anomalies"]["open"] == [] and data["sync"] == {"status": "not configured"}
+    assert data["anomalies"]["open"] == [] and data["sync"] == {
+        "status": "not configured",
+        "conflicts": [],
+    }
 
 
 def test_names_and_clients_are_escaped_in_the_html_and_the_svg(
@@ -277,3 +280,27 @@ def test_open_anomalies_and_quarantined_hosts_are_on_the_dashboard(
     data = viewer.get("/api/v1/stats").get_json()["anomalies"]
     assert [a["host"] for a in data["open"]] == ["192.0.2.10", "192.0.2.11"]
     assert data["quarantined"] == ["192.0.2.10"]
+
+
+def test_msp_sync_state_and_kept_local_changes_are_on_the_dashboard(
+    app: Flask, viewer: FlaskClient
+) -> None:
+    sync = app.extensions["edgeguard_config"].state_dir / "sync"
+    sync.mkdir(parents=True)
+    (sync / "enrolment.json").write_text(json.dumps({"site": "acme-hq"}))
+    (sync / "state.json").write_text(
+        json.dumps(
+            {
+                "bundle_version": 7,
+                "last_contact": "2026-11-27T04:00:00Z",
+                "last_sync": {"at": "2026-11-27T04:00:00Z", "result": "refused",
+                              "reason": "expired", "error": None},
+                "conflicts": [{"section": "web_filter", "base": {}, "local": {}, "remote": {}}],
+            }
+        )
+    )  # fmt: skip
+    page = viewer.get("/").get_data(as_text=True)
+    assert "site acme-hq: last synced 2026-11-27T04:00:00Z, last cycle refused (expired)" in page
+    assert "bundle v7" in page and "kept over the MSP's in: web_filter" in page
+    data = viewer.get("/api/v1/stats").get_json()["sync"]
+    assert data["result"] == "refused" and data["conflicts"] == ["web_filter"]
