@@ -44,6 +44,8 @@ INTERVAL = 300.0  # seconds between cycles
 MAX_BACKOFF = 3600.0  # seconds: the longest wait after repeated failures
 JITTER = 0.2  # +-20 %: a fleet restarted together does not poll in lockstep
 MAX_ROOT_STEPS = 50  # root versions accepted in one cycle (a sane bound, not a limit in practice)
+MAX_ROLLBACKS = 3  # rollbacks of one bundle after which it is not applied again
+ROLLED_BACK_KEPT = 8  # bundles whose rollbacks are remembered
 
 
 class LockedSectionsSink(Protocol):
@@ -123,6 +125,7 @@ class SyncState:
     last_apply: dict[str, Any] | None = None
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     failures: int = 0  # consecutive cycles that could not reach the MSP
+    rolled_back: dict[str, int] = field(default_factory=dict)  # envelope sha256 -> rollbacks
 
     @classmethod
     def load(cls, path: Path) -> SyncState:
@@ -277,6 +280,17 @@ class SyncAgent:
             if digest == state.envelope_sha256 and fetched.etag:
                 state.etags[url] = fetched.etag
             return SyncOutcome("unchanged", None, None, state.bundle_version)
+        tries = state.rolled_back.get(digest, 0)
+        if tries >= MAX_ROLLBACKS:
+            # Applying it cut this box off from its MSP every time: stop the apply, wait,
+            # roll back loop (each round trip is CONFIRM_WITHIN without the MSP).
+            return SyncOutcome(
+                "refused",
+                "rolled-back",
+                f"bundle {digest[:12]} was rolled back {tries} times: the appliance lost its "
+                "MSP after each apply; it is not applied again until a new version is published",
+                state.bundle_version,
+            )
         meta = verify_bundle(
             root,
             _json_object(fetched.body, url),
@@ -378,6 +392,11 @@ class SyncAgent:
             f"{version.status}: the MSP could not be reached to confirm it in time"
         )
         state.last_apply = {"ok": False, "error": error, "at": format_time(self.now())}
+        digest = state.pending.get("envelope_sha256")
+        if digest:
+            state.rolled_back[digest] = state.rolled_back.get(digest, 0) + 1
+            for old in list(state.rolled_back)[:-ROLLED_BACK_KEPT]:
+                del state.rolled_back[old]
         state.pending = None
         self.paths.base_pending.unlink(missing_ok=True)
         return error

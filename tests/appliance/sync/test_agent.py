@@ -19,6 +19,7 @@ from appliance.nft import MemoryNft
 from appliance.store import ConfigStore
 from appliance.sync.agent import (
     CONFIRM_WITHIN,
+    MAX_ROLLBACKS,
     Enrolment,
     SyncAgent,
     SyncOutcome,
@@ -367,3 +368,27 @@ def test_a_successful_check_in_confirms_within_the_deadline(msp: Msp, box: Appli
     assert box.engine.store.pending_confirm() is None
     msp.clock.now += CONFIRM_WITHIN + 1
     assert box.engine.expire() is False  # nothing left to roll back
+
+
+def test_a_bundle_rolled_back_again_and_again_is_no_longer_applied_until_a_new_one(
+    msp: Msp, box: Appliance
+) -> None:
+    """A bundle that cuts the box off from its MSP must not loop apply, wait, roll back."""
+    msp.publish(1)
+    box.sync()
+    good = box.engine.store.live()
+    assert good is not None
+    msp.host.post_answer = (503, {"error": "the bundle cut us off"})
+    msp.publish(2, edit(OFFICE, "Ten desks", "Cut-off desks"))
+    for _ in range(MAX_ROLLBACKS):
+        assert box.sync().result == "applied"
+        msp.clock.now += CONFIRM_WITHIN + 1
+        assert box.engine.expire() is True
+        assert box.sync().reason == "rolled-back"  # reported (the check-in still fails)
+    outcome = box.sync()
+    assert (outcome.result, outcome.reason) == ("refused", "rolled-back")
+    assert "Cut-off" not in box.live_text() and box.engine.store.pending_confirm() is None
+    msp.host.post_answer = (200, {"ok": True})
+    msp.publish(3, edit(OFFICE, "Ten desks", "Fixed desks"))  # the MSP fixes it
+    assert box.sync().result == "applied"
+    assert "Fixed desks" in box.live_text()
