@@ -14,6 +14,7 @@ import json
 import shutil
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,25 @@ def read_counters(state_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def read_blocked(state_dir: Path, limit: int = 200) -> dict[str, int]:
+    """DNS blocks per list (category) in the query log: the MSP report's "blocked threats by
+    category". Counts over the log's retention, so they drop when old rows are pruned; the
+    fleet server reads a drop as a counter restart. Reads only blocked rows (an index)."""
+    path = state_dir / "querylog.db"
+    if not path.is_file():
+        return {}
+    try:
+        with closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)) as db:
+            rows = db.execute(
+                "SELECT COALESCE(list, rule, 'blocked'), count(*) FROM queries"
+                " WHERE verdict = 'blocked' GROUP BY 1 ORDER BY 2 DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+    except sqlite3.Error:
+        return {}
+    return {str(name): int(count) for name, count in rows}
 
 
 def read_anomalies(state_dir: Path) -> dict[str, int]:
@@ -126,7 +146,7 @@ def build_checkin(
         "last_sync": last_sync,
         "conflicts": conflicts,
         "health": health,
-        "counters": read_counters(state_dir),
+        "counters": {**read_counters(state_dir), "blocked": read_blocked(state_dir)},
         "anomalies": read_anomalies(state_dir),
         "time": now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }

@@ -62,3 +62,23 @@ def test_the_document_has_the_contract_fields(tmp_path: Path) -> None:
     }  # fmt: skip
     assert doc["time"] == "2027-01-02T03:04:05Z" and len(doc["policy_sha256"]) == 64
     assert doc["last_apply"] == {"ok": True, "error": None, "at": None}
+
+
+def test_dns_blocks_are_counted_per_list_for_the_msp_report(tmp_path: Path) -> None:
+    """Written by the resolver's own query-log writer, so a schema change breaks this."""
+    import time
+
+    from appliance.sync.checkin import read_blocked
+    from dns_filter.querylog import LogEntry, QueryLog
+
+    now = time.time()
+    log = QueryLog(tmp_path / "querylog.db")
+    for i, (verdict, list_name) in enumerate(
+        [("blocked", "malware-phishing"), ("blocked", "malware-phishing"), ("blocked", "adult"),
+         ("allowed", None), ("cached", None), ("blocked", None)]
+    ):  # fmt: skip
+        log.log(LogEntry(now + i, "192.0.2.10", f"n{i}.example", 1, verdict, None, list_name,
+                         None, 1.0, 3 if verdict == "blocked" else 0))  # fmt: skip
+    log.close()
+    assert read_blocked(tmp_path) == {"malware-phishing": 2, "adult": 1, "blocked": 1}
+    assert read_blocked(tmp_path / "nowhere") == {}
