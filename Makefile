@@ -46,3 +46,14 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# The appliance disk image (docs/image.md): Debian bookworm + our wheel, GPT, systemd-boot,
+# read-only root, state partition. Needs root; not part of `make test`.
+ARCH ?= amd64
+.PHONY: image image-test
+image: setup
+	image/build.sh $(ARCH)
+
+# Boots the amd64 image headless under qemu (TCG) and waits for the setup-token line.
+image-test:
+	image/test.sh

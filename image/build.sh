@@ -1,0 +1,154 @@
+#!/bin/bash
+# Build the EdgeGuard appliance disk image from Debian packages and our own wheel.
+#
+#   image/build.sh [amd64]          (make image ARCH=amd64)
+#
+# Output: dist/edgeguard-<version>-<arch>.img, .img.zst and .sha256. Needs root (mmdebstrap in
+# root mode, chroot) and the Debian packages named below; downloads nothing but Debian packages.
+# Environment: MIRROR (Debian mirror URL), WORK (scratch dir, default /tmp/edgeguard-image-<arch>),
+# STATE_MB (initial state partition size, default 256), ZSTD_LEVEL (default 10).
+set -euo pipefail
+
+ARCH=${1:-${ARCH:-amd64}}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TOP=$(cd "$HERE/.." && pwd)
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+SECURITY_MIRROR=${SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+SUITE=bookworm
+WORK=${WORK:-/tmp/edgeguard-image-$ARCH}
+DIST=$TOP/dist
+STATE_MB=${STATE_MB:-256}
+ESP_MB=96
+ZSTD_LEVEL=${ZSTD_LEVEL:-10}
+T0=$(date +%s)
+
+say() { echo "==> [$(( $(date +%s) - T0 ))s] $*"; }
+die() { echo "build.sh: error: $*" >&2; exit 1; }
+
+case "$ARCH" in
+    amd64) ;;
+    arm64) die "arm64 is not built yet: see docs/image.md (\"arm64 plan\") for what it needs" ;;
+    *) die "unknown ARCH '$ARCH' (amd64 or arm64)" ;;
+esac
+[ "$(id -u)" = 0 ] || die "needs root (mmdebstrap in root mode, chroot, file ownership in the image)"
+
+# Host tools, with the Debian package that provides each.
+missing=()
+for pair in mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools mcopy:mtools \
+            mmd:mtools sfdisk:fdisk zstd:zstd; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+done
+[ ${#missing[@]} -eq 0 ] || die "missing tools; install them with: apt-get install ${missing[*]}"
+
+VENV_PY=$TOP/.venv/bin/python
+[ -x "$VENV_PY" ] || die "no $TOP/.venv: run 'make setup' first (its packages are vendored into the image)"
+[ "$("$VENV_PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = 3.11 ] \
+    || die ".venv is not Python 3.11 (bookworm's): its compiled packages would not load in the image"
+
+VERSION=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$TOP/pyproject.toml")
+NAME=edgeguard-$VERSION-$ARCH
+say "building $NAME (work dir $WORK)"
+rm -rf "$WORK"
+mkdir -p "$WORK" "$DIST"
+ROOT=$WORK/rootfs
+
+# 1. Our wheel (no dependencies: those come from Debian or the vendored staging below).
+say "wheel from $TOP"
+# Built from a copy, so setuptools' build/ and egg-info never touch the working tree.
+mkdir -p "$WORK/src"
+tar -C "$TOP" --exclude=./.venv --exclude=./.git --exclude=./dist --exclude=./build \
+    --exclude='*.egg-info' --exclude=./var --exclude=__pycache__ --exclude=./image \
+    --exclude=./tests --exclude=./bench -cf - . | tar -C "$WORK/src" -xf -
+"$VENV_PY" -m pip wheel -q --no-deps --no-build-isolation --no-index --disable-pip-version-check \
+    -w "$WORK/wheels" "$WORK/src" >/dev/null
+WHEEL=$(ls "$WORK"/wheels/edgeguard-*.whl)
+
+# 2. Runtime dependencies from the project venv (already installed there by `make setup`).
+say "vendoring runtime dependencies from .venv"
+"$VENV_PY" "$HERE/vendor_deps.py" "$WORK/site-packages"
+
+# 3. The root filesystem.
+PACKAGES=(
+    systemd-sysv udev dbus linux-image-cloud-amd64 initramfs-tools systemd-boot-efi
+    nftables python3 python3-venv python3-nftables python3-yaml iproute2 fdisk e2fsprogs
+    unattended-upgrades ca-certificates openssl openssh-server netbase
+)
+say "mmdebstrap $SUITE minbase: ${PACKAGES[*]}"
+t=$(date +%s)
+mmdebstrap --variant=minbase --arch="$ARCH" --mode=root --format=directory \
+    --include="$(IFS=,; echo "${PACKAGES[*]}")" \
+    --customize-hook="\"$HERE/customize.sh\" \"\$1\" \"$HERE\" \"$WHEEL\" \"$WORK/site-packages\"" \
+    "$SUITE" "$ROOT" \
+    "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" \
+    "deb $SECURITY_MIRROR $SUITE-security main"
+say "rootfs done in $(( $(date +%s) - t ))s: $(du -sh "$ROOT" | cut -f1)"
+
+# 4. Boot partition (ESP): systemd-boot + the kernel and initrd from the rootfs.
+KERNEL=$(ls "$ROOT"/boot/vmlinuz-* | sort -V | tail -1)
+INITRD=$(ls "$ROOT"/boot/initrd.img-* | sort -V | tail -1)
+[ -f "$KERNEL" ] && [ -f "$INITRD" ] || die "no kernel/initrd in $ROOT/boot"
+SDBOOT=$ROOT/usr/lib/systemd/boot/efi/systemd-bootx64.efi
+[ -f "$SDBOOT" ] || die "no $SDBOOT (systemd-boot-efi)"
+CMDLINE="root=LABEL=EG-ROOT ro rootwait console=tty0 console=ttyS0,115200 quiet systemd.show_status=1"
+say "ESP ($ESP_MB MiB): systemd-boot, $(basename "$KERNEL")"
+ESP=$WORK/esp.img
+mkfs.vfat -F 32 -n EG-ESP -C "$ESP" $(( ESP_MB * 1024 )) >/dev/null
+cat > "$WORK/loader.conf" <<CONF
+default edgeguard.conf
+timeout 0
+console-mode keep
+editor no
+CONF
+cat > "$WORK/edgeguard.conf" <<CONF
+title   EdgeGuard $VERSION
+linux   /edgeguard/vmlinuz
+initrd  /edgeguard/initrd.img
+options $CMDLINE
+CONF
+export MTOOLS_SKIP_CHECK=1
+mmd -i "$ESP" ::/EFI ::/EFI/BOOT ::/loader ::/loader/entries ::/edgeguard
+mcopy -i "$ESP" "$SDBOOT" ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i "$ESP" "$WORK/loader.conf" ::/loader/loader.conf
+mcopy -i "$ESP" "$WORK/edgeguard.conf" ::/loader/entries/edgeguard.conf
+mcopy -i "$ESP" "$KERNEL" ::/edgeguard/vmlinuz
+mcopy -i "$ESP" "$INITRD" ::/edgeguard/initrd.img
+
+# 5. Root (read-only at run time) and state filesystems, filled without mounting.
+ROOT_MB=$(( $(du -sm "$ROOT" | cut -f1) * 115 / 100 + 64 ))
+say "root ext4 ($ROOT_MB MiB, label EG-ROOT)"
+mkfs.ext4 -q -L EG-ROOT -d "$ROOT" -E lazy_itable_init=0,lazy_journal_init=0 \
+    "$WORK/root.img" "${ROOT_MB}M"
+EG_UID=$(awk -F: '$1=="edgeguard"{print $3}' "$ROOT/etc/passwd")
+EG_GID=$(awk -F: '$1=="edgeguard"{print $4}' "$ROOT/etc/passwd")
+[ -n "$EG_UID" ] || die "no edgeguard user in the image"
+say "state ext4 ($STATE_MB MiB, label EDGEGUARD-STATE, owner $EG_UID:$EG_GID; grown on first boot)"
+mkfs.ext4 -q -L EDGEGUARD-STATE -E root_owner=$EG_UID:$EG_GID,lazy_itable_init=0,lazy_journal_init=0 \
+    "$WORK/state.img" "${STATE_MB}M"
+
+# 6. The GPT disk: ESP, root (x86-64 root type), state (last, so it can grow).
+IMG=$DIST/$NAME.img
+DISK_MB=$(( 1 + ESP_MB + ROOT_MB + STATE_MB + 1 ))
+say "disk $IMG ($DISK_MB MiB, GPT)"
+rm -f "$IMG" "$IMG.zst"
+truncate -s "${DISK_MB}M" "$IMG"
+sfdisk -q "$IMG" <<PARTS
+label: gpt
+start=1MiB, size=${ESP_MB}MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=EG-ESP
+size=${ROOT_MB}MiB, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name=EG-ROOT
+size=${STATE_MB}MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=EDGEGUARD-STATE
+PARTS
+off=1
+for part in esp:$ESP_MB root:$ROOT_MB state:$STATE_MB; do
+    dd if="$WORK/${part%%:*}.img" of="$IMG" bs=1M seek=$off conv=notrunc,sparse status=none
+    off=$(( off + ${part#*:} ))
+done
+
+# 7. Compressed copy and checksums.
+say "zstd -$ZSTD_LEVEL"
+zstd -q -T0 -"$ZSTD_LEVEL" -f "$IMG" -o "$IMG.zst"
+(cd "$DIST" && sha256sum "$NAME.img" "$NAME.img.zst" > "$NAME.sha256")
+rm -rf "$WORK/root.img" "$WORK/state.img" "$WORK/esp.img"
+say "done in $(( $(date +%s) - T0 ))s"
+printf '  %-40s %s\n' "rootfs" "$(du -sh "$ROOT" | cut -f1)" \
+    "$NAME.img" "$(du -h --apparent-size "$IMG" | cut -f1)" \
+    "$NAME.img.zst" "$(du -h "$IMG.zst" | cut -f1)"

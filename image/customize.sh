@@ -1,0 +1,52 @@
+#!/bin/bash
+# mmdebstrap --customize-hook for the EdgeGuard image: runs on the build host with the new root
+# at $1 (mmdebstrap has mounted /proc, /sys and /dev in it). Called by build.sh only.
+# usage: customize.sh ROOT IMAGE_DIR WHEEL SITE_PACKAGES_STAGING
+set -euo pipefail
+ROOT=$1 IMAGE_DIR=$2 WHEEL=$3 VENDOR=$4
+in_root() { chroot "$ROOT" "$@"; }
+step() { echo "==> customize: $*"; }
+
+step "configuration files (image/rootfs/)"
+cp -a "$IMAGE_DIR/rootfs/." "$ROOT/"
+install -m 0644 "$IMAGE_DIR"/units/*.service "$ROOT/etc/systemd/system/"
+
+step "service user 'edgeguard' (no login, no password)"
+in_root useradd --system --user-group --home-dir /var/lib/edgeguard --no-create-home \
+    --shell /usr/sbin/nologin edgeguard
+install -d -m 0750 "$ROOT/var/lib/edgeguard"
+
+step "venv /opt/edgeguard/venv (system site packages: Debian's python3-nftables, python3-yaml)"
+# pip here is Debian's (python3-venv's bundled wheel); it installs our wheel with no index.
+in_root /usr/bin/python3 -m venv --system-site-packages /opt/edgeguard/venv
+SITE=$ROOT/opt/edgeguard/venv/lib/python3.11/site-packages
+[ -d "$SITE" ] || { echo "customize: expected $SITE (the image's Python is not 3.11?)" >&2; exit 1; }
+cp -a "$VENDOR/." "$SITE/"
+install -d "$ROOT/opt/edgeguard/wheels"
+cp "$WHEEL" "$ROOT/opt/edgeguard/wheels/"
+in_root /opt/edgeguard/venv/bin/pip install -q --no-index --no-deps --no-compile \
+    --disable-pip-version-check "/opt/edgeguard/wheels/$(basename "$WHEEL")"
+in_root /opt/edgeguard/venv/bin/python3 -c 'import nftables, yaml, flask, gunicorn, cryptography, dnslib, webui.server, appliance.commands; print("imports ok")'
+# The root filesystem is read-only at run time: compile the byte code now.
+in_root /opt/edgeguard/venv/bin/python3 -m compileall -q -j 0 /opt/edgeguard/venv/lib/python3.11/site-packages >/dev/null
+install -m 0644 "$IMAGE_DIR/../README.md" "$ROOT/opt/edgeguard/README.md"
+
+step "units: EdgeGuard on, networkd on, SSH installed but off"
+in_root systemctl enable edgeguard-firstboot.service edgeguard-run.service edgeguard-ui.service \
+    systemd-networkd.service >/dev/null 2>&1
+in_root systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true
+rm -f "$ROOT"/etc/ssh/ssh_host_*   # each box makes its own (first boot, on the state partition)
+
+step "no passwords, machine identity made at boot, hostname"
+in_root passwd -l root >/dev/null
+: > "$ROOT/etc/machine-id"
+rm -f "$ROOT/var/lib/dbus/machine-id"
+echo edgeguard > "$ROOT/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tedgeguard\n::1\tlocalhost ip6-localhost ip6-loopback\n' \
+    > "$ROOT/etc/hosts"
+# Every mount point in fstab must exist: the root is read-only, nothing can create them later.
+awk '$1 !~ /^#/ && NF >= 2 {print $2}' "$ROOT/etc/fstab" | while read -r mp; do install -d "$ROOT$mp"; done
+
+step "trim: apt caches, docs, man pages"
+rm -rf "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/cache/apt/archives/*.deb "$ROOT"/var/lib/apt/lists/* \
+    "$ROOT"/usr/share/doc/* "$ROOT"/usr/share/man/* "$ROOT"/usr/share/info/* "$ROOT"/var/log/*
