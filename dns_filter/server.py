@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import socket
@@ -92,16 +93,32 @@ class DnsServer:
         # loop with a datagram of its own.
         return sock
 
+    async def _bind_pair(self, addr: ListenAddress) -> tuple[socket.socket, asyncio.Server]:
+        """UDP and TCP on one port. With port 0 the kernel picks the UDP port, and that
+        number can be taken for TCP (a busy machine's outgoing connections): then try
+        another, a few times, instead of failing the start."""
+        for attempt in range(8):
+            sock = self._udp_socket(addr)
+            port = sock.getsockname()[1]
+            try:
+                server = await asyncio.start_server(
+                    self._tcp_client, addr.host, port, reuse_port=self.reuse_port or None
+                )
+            except OSError as exc:
+                sock.close()
+                if addr.port != 0 or exc.errno != errno.EADDRINUSE or attempt == 7:
+                    raise
+                continue
+            return sock, server
+        raise AssertionError("unreachable")
+
     async def start(self) -> None:
         quiet_gc()
         self._loop = asyncio.get_running_loop()
         for addr in self.listen:
-            sock = self._udp_socket(addr)
+            sock, server = await self._bind_pair(addr)
             port = sock.getsockname()[1]
             self._udp.append(sock)
-            server = await asyncio.start_server(
-                self._tcp_client, addr.host, port, reuse_port=self.reuse_port or None
-            )
             self._tcp.append(server)
             self.bound.append((addr.host, port))
         for sock in self._udp:

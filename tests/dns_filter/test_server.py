@@ -319,3 +319,29 @@ def test_fuzzed_packets_over_the_wire(make) -> None:
         r.raw(data, timeout=0.01)
     assert r.query("ads.test", timeout=2).header.rcode == RCODE.NXDOMAIN  # still answering
     assert _a(r.query("allowed.test", timeout=2)) == ["198.51.100.10"]
+
+
+def test_an_ephemeral_udp_port_whose_tcp_twin_is_taken_is_retried(
+    make,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """With port 0 the kernel picks the UDP port; on a busy machine that number can be in
+    use for TCP. The first pick is forced onto such a port here: the start must retry."""
+    taken = socket.create_server(("127.0.0.1", 0))
+    busy = taken.getsockname()[1]
+    real = DnsServer._udp_socket
+    calls: list[int] = []
+
+    def first_on_the_busy_port(self: DnsServer, addr: ListenAddress) -> socket.socket:
+        calls.append(addr.port)
+        if len(calls) == 1:
+            return real(self, ListenAddress(addr.host, busy))
+        return real(self, addr)
+
+    monkeypatch.setattr(DnsServer, "_udp_socket", first_on_the_busy_port)
+    try:
+        r = make()
+        assert len(calls) == 2 and r.port != busy
+        assert _a(r.query("allowed.test", tcp=True)) == ["198.51.100.10"]  # TCP answers
+    finally:
+        taken.close()
