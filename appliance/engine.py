@@ -26,7 +26,9 @@ from appliance.store import ConfigStore, PendingConfirm, Version
 from policies.compiler import Ruleset, Target, compile_policy
 from policies.compiler.safe import safe_ruleset
 from policies.evaluate import access_to_box, allows_everything
+from policies.feeds import load_feed
 from policies.loader import LoadedPolicy, parse_policy
+from policies.objects import FeedReader
 
 TOO_MUCH_CHANGE = 0.5  # refuse (without --force) a plan that removes more than half the rules
 TOO_MUCH_MIN_RULES = 20
@@ -115,12 +117,19 @@ class Engine:
         return self.plan_text(text, str(policy_path), Path(policy_path).parent, admin=admin)
 
     def plan_text(
-        self, text: str, source: str, base_dir: Path, *, admin: AdminAccess | None = None
+        self,
+        text: str,
+        source: str,
+        base_dir: Path,
+        *,
+        admin: AdminAccess | None = None,
+        read_feed: FeedReader = load_feed,
     ) -> Plan:
         """``plan`` for a policy that is not a file (the web UI's editor): ``source`` names it
-        in messages, relative list and feed files resolve against ``base_dir``."""
+        in messages, relative list and feed files resolve against ``base_dir``. The sync
+        agent passes ``read_feed`` to use the MSP's already-parsed feeds."""
         policy_path = source
-        loaded = parse_policy(text, source, base_dir=base_dir)
+        loaded = parse_policy(text, source, base_dir=base_dir, read_feed=read_feed)
         now = dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
         ruleset = compile_policy(loaded.policy, at=now, target=self.target())
         current = self.store.live()

@@ -36,6 +36,8 @@ from appliance.sync.metadata import BundleMeta, Root, check_blob, load_root, ver
 from appliance.sync.metadata import verify_root_update as verify_root_step
 from appliance.sync.transport import BLOB_LIMIT, ENVELOPE_LIMIT, Transport, TransportError
 from policies.errors import PolicyError
+from policies.feed_blob import decode_feed
+from policies.feeds import FeedData, load_feed
 
 CONFIRM_WITHIN = 900.0  # seconds the MSP has to be reached again after an apply
 SOFTWARE = "edgeguard 0.1.0"
@@ -329,6 +331,7 @@ class SyncAgent:
     def _apply_bundle(self, state: SyncState, meta: BundleMeta) -> SyncOutcome:
         raw = self._blob(meta.policy_sha256, meta.policy_length, "the policy")
         files = {p: self._blob(sha, n, p) for p, (sha, n) in meta.files.items()}
+        feeds = self._parsed_feeds(meta)
         try:
             remote = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -339,7 +342,15 @@ class SyncAgent:
         try:
             merged = merge_policy(base, local, remote, meta.locked)
             staging = self._materialise(files)
-            plan = self.engine.plan_text(merged.text, source, staging)
+
+            def read_feed(path: Path) -> FeedData:
+                # The MSP's parse of a bundle feed; anything else (a local admin's feed
+                # in an unlocked section) is parsed here as always.
+                relative = _relative_to(path, staging)
+                found = feeds.get(relative) if relative is not None else None
+                return found if found is not None else load_feed(path)
+
+            plan = self.engine.plan_text(merged.text, source, staging, read_feed=read_feed)
         except PolicyError as exc:
             raise BundleRefused("invalid-policy", f"{source}: {exc}") from exc
         if plan.unsafe:
@@ -365,6 +376,24 @@ class SyncAgent:
         state.last_apply = {"ok": True, "error": None, "at": format_time(self.now())}
         state.pending = {"bundle_version": meta.version, "store_version": version.id}
         return SyncOutcome("applied", None, None, meta.version)
+
+    def _parsed_feeds(self, meta: BundleMeta) -> dict[str, FeedData]:
+        """The bundle's pre-parsed IP feeds by relative path, checked like every blob.
+
+        A parsed form that does not decode is refused like an invalid policy: it is
+        signed, so it is the MSP's bug, and applying the text instead would enforce
+        something the MSP did not check.
+        """
+        feeds: dict[str, FeedData] = {}
+        for path, (sha, length) in meta.parsed.items():
+            blob = self._blob(sha, length, f"{path} (parsed)")
+            try:
+                feeds[path] = decode_feed(blob)
+            except ValueError as exc:
+                raise BundleRefused(
+                    "invalid-policy", f"bundle v{meta.version}: {path}: {exc}"
+                ) from exc
+        return feeds
 
     def _materialise(self, files: dict[str, bytes]) -> Path:
         """The bundle's files under their policy paths, in a fresh staging directory."""
@@ -445,6 +474,13 @@ class SyncAgent:
             self.engine.store.event("sync-checkin-failed", str(exc))
             return False
         return True
+
+
+def _relative_to(path: Path, base: Path) -> str | None:
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return None
 
 
 def _json_object(body: bytes, url: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from appliance.sync.metadata import (
     verify_bundle,
 )
 from policies.errors import Location, PolicyLoadError, PolicyValidationError, Problem
+from policies.feed_blob import encode_feed
+from policies.feeds import FeedData, load_feed
 from policies.loader import parse_policy
 from policies.yaml_source import SourceMap, format_path, load_yaml
 
@@ -56,6 +58,9 @@ class AssembledPolicy:
     text: str
     files: dict[str, bytes]
     baseline: str | None  # the baseline's name (file stem), informational in the bundle
+    # the IP feeds among ``files``, parsed while validating (policies.feed_blob), so
+    # appliances load them instead of parsing 100,000 lines each
+    parsed: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -176,14 +181,26 @@ def _relocate(problem: Problem, name: str, segments: list[_Segment]) -> Problem:
     return problem
 
 
-def _validate(text: str, name: str, files: dict[str, bytes], segments: list[_Segment]) -> None:
+def _validate(
+    text: str, name: str, files: dict[str, bytes], segments: list[_Segment]
+) -> dict[str, bytes]:
+    """Validate as the appliance will; returns the parsed form of each IP feed read."""
+    parsed: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="edgeguard-sign-") as tmp:
         for rel, data in files.items():
             target = Path(tmp) / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+
+        def read_feed(path: Path) -> FeedData:
+            feed = load_feed(path)
+            relative = path.resolve().relative_to(Path(tmp).resolve()).as_posix()
+            if relative in files:
+                parsed[relative] = encode_feed(feed)
+            return feed
+
         try:
-            parse_policy(text, name, base_dir=Path(tmp))
+            parse_policy(text, name, base_dir=Path(tmp), read_feed=read_feed)
         except PolicyValidationError as exc:
             raise PolicyValidationError(
                 [_relocate(p, name, segments) for p in exc.problems]
@@ -195,6 +212,7 @@ def _validate(text: str, name: str, files: dict[str, bytes], segments: list[_Seg
                 p = _relocate(Problem(at, "", match[3]), name, segments)
                 raise PolicyLoadError(str(p)) from None
             raise
+    return parsed
 
 
 def assemble_policy(policy: Path, baseline: Path | None = None) -> AssembledPolicy:
@@ -203,11 +221,11 @@ def assemble_policy(policy: Path, baseline: Path | None = None) -> AssembledPoli
     site = _read(Path(policy))
     if baseline is None:
         files = _collect_files({k: site for k in site.data})
-        _validate(site.text, str(site.path), files, [])
-        return AssembledPolicy(site.text, files, None)
+        parsed = _validate(site.text, str(site.path), files, [])
+        return AssembledPolicy(site.text, files, None, parsed)
     base = _read(Path(baseline))
     text, segments, owner = _layer(site, base)
     files = _collect_files(owner)
     name = f"{site.path} + {base.path}"
-    _validate(text, name, files, segments)
-    return AssembledPolicy(text, files, base.path.stem)
+    parsed = _validate(text, name, files, segments)
+    return AssembledPolicy(text, files, base.path.stem, parsed)

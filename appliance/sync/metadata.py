@@ -21,7 +21,7 @@ import base64
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.sync.canonical import (
@@ -74,6 +74,9 @@ class BundleMeta:
     baseline: str | None
     message: str
     keyid: str = ""  # the bundle key that signed it
+    # relative path of an IP feed -> (sha256, length) of its parsed form
+    # (policies.feed_blob), published by `msp sign` so appliances need not parse it
+    parsed: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 def valid_site(site: object) -> bool:
@@ -320,13 +323,16 @@ def make_bundle(
     expires: dt.datetime,
     signer: SigningKey,
     *,
+    parsed: Mapping[str, bytes] | None = None,
     baseline: str | None = None,
     message: str = "",
     created: dt.datetime | None = None,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """A signed bundle envelope and its blobs keyed by SHA-256 (what ``publish`` writes).
 
-    ``created`` defaults to now: it is informational only (no check depends on it).
+    ``parsed`` maps some of ``files`` (IP feeds) to their parsed form; each is signed
+    as the file entry's ``parsed`` reference. ``created`` defaults to now: it is
+    informational only (no check depends on it).
     """
     if not valid_site(site):
         raise ValueError(f"site id {site!r}: use letters, digits, '.', '_' and '-' (max 64)")
@@ -335,6 +341,9 @@ def make_bundle(
     bad = [p for p in files if not safe_relative_path(p)]
     if bad:
         raise ValueError(f"file paths must be relative and stay inside the policy dir: {bad}")
+    parsed = parsed or {}
+    if stray := sorted(set(parsed) - set(files)):
+        raise ValueError(f"parsed forms of files the bundle does not carry: {stray}")
     locked_sections = sorted(set(locked))
     if bad := [s for s in locked_sections if not SECTION_PATTERN.fullmatch(s)]:
         raise ValueError(f"locked sections must be top-level policy section names: {bad}")
@@ -345,6 +354,10 @@ def make_bundle(
         digest = sha256_hex(data)
         blobs[digest] = data
         entries[path] = {"sha256": digest, "length": len(data)}
+        if path in parsed:
+            form = parsed[path]
+            blobs[sha256_hex(form)] = form
+            entries[path]["parsed"] = {"sha256": sha256_hex(form), "length": len(form)}
     signed = {
         "type": BUNDLE_TYPE,
         "spec": SPEC,
@@ -405,9 +418,13 @@ def verify_bundle(
     if not isinstance(files_field, dict):
         raise _malformed(f"{kind}: files must be an object path -> {{sha256, length}}")
     files: dict[str, tuple[str, int]] = {}
+    parsed: dict[str, tuple[str, int]] = {}
     for path, ref in files_field.items():
         if not safe_relative_path(path):
             raise _malformed(f"{kind}: file path {path!r} is not a plain relative path")
+        if isinstance(ref, dict) and "parsed" in ref:
+            ref = dict(ref)
+            parsed[path] = _blob_ref(ref.pop("parsed"), kind, f"files[{path!r}].parsed")
         files[path] = _blob_ref(ref, kind, f"files[{path!r}]")
     locked = signed["locked"]
     if not isinstance(locked, list) or not all(
@@ -439,6 +456,7 @@ def verify_bundle(
         baseline=signed["baseline"],
         message=signed["message"],
         keyid=signer,
+        parsed=parsed,
     )
 
 

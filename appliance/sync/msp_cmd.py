@@ -149,7 +149,7 @@ def cmd_sign(args: argparse.Namespace, now: Clock = _utc_now) -> int:
     at = now()
     envelope, blobs = make_bundle(
         args.site, version, assembled.text, assembled.files, args.lock,
-        at + dt.timedelta(days=args.expires_in), signer,
+        at + dt.timedelta(days=args.expires_in), signer, parsed=assembled.parsed,
         baseline=assembled.baseline, message=args.message, created=at,
     )  # fmt: skip
     # What appliances will do, before anything is published.

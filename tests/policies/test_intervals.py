@@ -208,6 +208,23 @@ def test_merge_covers_same_points_canonically(raw: list[tuple[int, int]]) -> Non
     assert merge(merged) == merged
 
 
+def _merge_by_loop(ivs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The obvious one-interval-at-a-time merge, as an oracle for the vectorised one."""
+    result: list[tuple[int, int]] = []
+    for start, end in sorted(ivs):
+        if result and start <= result[-1][1] + 1:
+            result[-1] = (result[-1][0], max(result[-1][1], end))
+        else:
+            result.append((start, end))
+    return result
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**128), st.integers(0, 2**20)), max_size=300))
+def test_merge_matches_the_plain_loop(raw: list[tuple[int, int]]) -> None:
+    ivs = [(s, s + n) for s, n in raw]
+    assert merge(ivs) == _merge_by_loop(ivs)
+
+
 @pytest.mark.parametrize("family", [4, 6])
 @given(data=st.data())
 def test_merge_and_format_match_collapse_addresses(family: int, data: st.DataObject) -> None:

@@ -9,6 +9,8 @@ import pytest
 
 from appliance.sync.bundle import assemble_policy
 from policies.errors import PolicyLoadError, PolicyValidationError
+from policies.feed_blob import decode_feed
+from policies.feeds import load_feed
 from policies.loader import parse_policy
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "policies" / "examples"
@@ -74,6 +76,12 @@ def test_policy_without_baseline_carries_its_referenced_files() -> None:
     }  # fmt: skip
     for rel, data in assembled.files.items():
         assert data == (EXAMPLES / rel).read_bytes()
+    # The IP feed (and only it: DNS lists are not parsed by the policy loader) comes
+    # parsed too, equal to what the appliance's own parse of the text gives.
+    assert set(assembled.parsed) == {"feeds/spamhaus-drop.txt"}
+    feed = decode_feed(assembled.parsed["feeds/spamhaus-drop.txt"])
+    assert feed == load_feed(EXAMPLES / "feeds" / "spamhaus-drop.txt")
+    assert feed.entries > 0
 
 
 def test_baseline_sections_are_overridden_by_the_site(tmp_path: Path, baseline: Path) -> None:

@@ -97,6 +97,21 @@ def test_valid_bundle_is_accepted_with_its_content(msp: Msp) -> None:
     assert blobs == {sha256_hex(POLICY.encode()): POLICY.encode(), sha256_hex(LIST): LIST}
 
 
+def test_parsed_forms_of_files_are_signed_and_returned(msp: Msp) -> None:
+    parsed = b"EGFEED1\n..."
+    env, blobs = make_bundle(
+        "acme-hq", 7, POLICY, {"lists/ads.txt": LIST}, ["rules"], NOW + YEAR,
+        msp.bundle_key, parsed={"lists/ads.txt": parsed}, created=NOW,
+    )  # fmt: skip
+    meta = verify_bundle(msp.root_v1(), env, site="acme-hq", last_version=None, now=NOW)
+    assert meta.files == {"lists/ads.txt": (sha256_hex(LIST), len(LIST))}
+    assert meta.parsed == {"lists/ads.txt": (sha256_hex(parsed), len(parsed))}
+    assert blobs[sha256_hex(parsed)] == parsed
+    with pytest.raises(ValueError, match="does not carry"):
+        make_bundle("acme-hq", 7, POLICY, {}, [], NOW + YEAR, msp.bundle_key,
+                    parsed={"lists/ads.txt": parsed})  # fmt: skip
+
+
 def test_tampered_signed_part_is_refused(msp: Msp) -> None:
     env = msp.bundle()
     env["signed"]["locked"] = []  # e.g. someone unlocks the rules on the way
@@ -186,6 +201,14 @@ def _mutations() -> list[tuple[str, Any]]:
         ("file-escapes", put("files", {"../etc/passwd": {"sha256": "a" * 64, "length": 1}})),
         ("file-absolute", put("files", {"/etc/passwd": {"sha256": "a" * 64, "length": 1}})),
         ("length-negative", put("files", {"a.txt": {"sha256": "a" * 64, "length": -1}})),
+        (
+            "parsed-shape",
+            put("files", {"a.txt": {"sha256": "a" * 64, "length": 1, "parsed": "a" * 64}}),
+        ),
+        (
+            "file-extra-key",
+            put("files", {"a.txt": {"sha256": "a" * 64, "length": 1, "owner": "x"}}),
+        ),
         ("locked-shape", put("locked", "rules")),
         ("baseline-type", put("baseline", 3)),
         ("message-type", put("message", None)),
