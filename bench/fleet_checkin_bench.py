@@ -3,7 +3,7 @@
 Target: p99 check-in latency under 100 ms, bounded load from loopback.
 
 1. Issues ``--appliances`` credentials (site ``site-<n % 100>``) in a fresh state dir.
-2. Starts the real server process (``python -m webui.cli fleet serve --plain-http``:
+2. Starts the real server process (``python -m webui.cli msp serve --plain-http``:
    gunicorn, one gthread worker) on 127.0.0.1.
 3. Steady mode: every appliance checks in once per ``--interval`` seconds, the appliances
    spread evenly over the interval (1,000 / 60 s = 16.7 requests/s), for ``--duration`` s.
@@ -167,7 +167,7 @@ def main() -> int:
     pw.write_text("bench operator password\n")
     port = free_port()
     argv = [
-        sys.executable, "-m", "webui.cli", "fleet", "serve", "--state-dir", str(state),
+        sys.executable, "-m", "webui.cli", "msp", "serve", "--state-dir", str(state),
         "--publish", str(state / "publish"), "--listen", f"127.0.0.1:{port}",
         "--password-file", str(pw), "--interval", str(args.interval),
     ] + ([] if args.tls else ["--plain-http"])  # fmt: skip

@@ -7,7 +7,8 @@
 The key directory holds ``<role>-<keyid>.pem`` files (0600) and ``current.json`` naming the
 key of each role that signs from now on; older keys stay until revoked, so bundles they
 signed stay valid while appliances catch up. The publish directory is the static layout of
-``publish.py``; copy or sync it to any web server. Reading the fleet is ``edgeguard fleet``.
+``publish.py``; copy or sync it to any web server. The fleet server's commands
+(``msp serve|add-appliance|revoke-appliance|list|site``) live in ``webui.fleet``.
 
 Exit codes: 0 done, 1 refused (invalid policy, nothing signed), 2 usage or environment error.
 """
@@ -234,9 +235,25 @@ def _run(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
     return run
 
 
+_GROUP_ATTR = "edgeguard_msp_commands"
+
+
+def msp_subcommands(sub: SubCommands) -> SubCommands:
+    """The ``edgeguard msp`` group, made on first use: the signing side (here) and the fleet
+    server (``webui.fleet``, a package above this one) both add their commands to it."""
+    parser = sub.choices.get("msp")
+    if parser is None:
+        parser = sub.add_parser(
+            "msp", help="the MSP side: signing keys, site bundles, the fleet server"
+        )
+        group = parser.add_subparsers(dest="msp_command", required=True, metavar="COMMAND")
+        setattr(parser, _GROUP_ATTR, group)
+    found: SubCommands = getattr(parser, _GROUP_ATTR)
+    return found
+
+
 def add_msp_commands(sub: SubCommands) -> None:
-    msp = sub.add_parser("msp", help="the MSP's signing keys and site bundles")
-    msub = msp.add_subparsers(dest="msp_command", required=True, metavar="COMMAND")
+    msub = msp_subcommands(sub)
 
     def command(name: str, help_: str) -> argparse.ArgumentParser:
         p = msub.add_parser(name, help=help_, description=help_)

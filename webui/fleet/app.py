@@ -4,11 +4,13 @@ MSP operator.
 Two kinds of caller, two kinds of credential, nothing shared with the admin UI:
 
 * appliances send ``Authorization: Bearer <credential>`` to ``POST /api/v1/checkin`` (one
-  credential per appliance, issued by ``edgeguard fleet add-appliance``);
+  credential per appliance, issued by ``edgeguard msp add-appliance``);
 * the operator uses HTTP Basic auth with the password in ``--password-file`` (any user
   name). Basic auth needs no cookies, sessions, CSRF tokens or JavaScript, works from a
-  browser and from ``curl``/``edgeguard fleet list`` alike, and is safe over the HTTPS this
+  browser and from ``curl``/``edgeguard msp list`` alike, and is safe over the HTTPS this
   server uses by default. With no password configured the operator pages are closed.
+  Ten wrong passwords from one address within 15 minutes lock that address out for the
+  rest of the window (HTTP 429), so the password cannot be guessed at network speed.
 
 Responses carry the admin UI's security headers (CSP without inline script, no-store).
 """
@@ -29,6 +31,8 @@ from werkzeug.wrappers import Response as BaseResponse
 from webui import security
 from webui.fleet.store import FleetStore
 
+OPERATOR_MAX_FAILURES = 10  # wrong passwords per client address ...
+OPERATOR_LOCKOUT_S = 900.0  # ... within this window lock that address out for the window
 MAX_CHECKIN_BYTES = 1024 * 1024  # counters.json of a 1,000-rule policy is ~80 KB
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "fleet"
 APPLIANCE_ENDPOINTS = frozenset({"fleet.checkin"})  # authenticated by their own credential
@@ -107,8 +111,19 @@ def _before() -> BaseResponse | None:
         resp = jsonify(error="no operator password is set: start the server with --password-file")
         resp.status_code = 503
         return resp
-    if _password_ok(request.headers.get("Authorization", ""), expected):
+    store, at = fleet_store(), now()
+    address = request.remote_addr or "?"
+    if store.auth_failures(address, at - OPERATOR_LOCKOUT_S) >= OPERATOR_MAX_FAILURES:
+        # Checked before the password, so guessing goes no faster with a right one mixed in.
+        resp = jsonify(error="too many wrong operator passwords from this address: wait 15 min")
+        resp.status_code = 429
+        resp.headers["Retry-After"] = str(int(OPERATOR_LOCKOUT_S))
+        return resp
+    header = request.headers.get("Authorization", "")
+    if _password_ok(header, expected):
         return None
+    if header:  # a browser's first request carries none: that is a prompt, not a guess
+        store.record_auth_failure(address, at)
     resp = jsonify(error="operator password required (HTTP Basic auth, any user name)")
     resp.status_code = 401
     resp.headers["WWW-Authenticate"] = 'Basic realm="EdgeGuard fleet", charset="UTF-8"'

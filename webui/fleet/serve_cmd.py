@@ -1,9 +1,9 @@
-"""``edgeguard fleet ...``: run the MSP's fleet server, issue appliance credentials, and
-read the fleet from the command line.
+"""``edgeguard msp serve|add-appliance|revoke-appliance|list|site``: run the MSP's fleet
+server, issue and revoke appliance credentials, and read the fleet from the command line.
 
-Under ``fleet`` rather than ``msp`` because the ``msp`` group (keys, signing) belongs to the
-signing side and was not there to extend when this was written; the two never share state
-(``msp`` writes the publish directory, ``fleet serve`` only reads it).
+They join the signing commands (``msp init|sign|rotate-key``, in ``appliance.sync``) in one
+``msp`` group, but never share state with them: signing writes the publish directory, the
+fleet server only reads it.
 """
 
 from __future__ import annotations
@@ -98,6 +98,26 @@ def cmd_add_appliance(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_revoke_appliance(args: argparse.Namespace) -> int:
+    import time
+
+    from webui.fleet.store import FleetStore
+
+    store = FleetStore(args.state_dir / "fleet.db")
+    try:
+        count = store.revoke_credentials(
+            args.site, time.time(), appliance_id=args.appliance, token=args.credential
+        )
+    finally:
+        store.close()
+    what = f"appliance {args.appliance}" if args.appliance else "that credential"
+    if count == 0:
+        print(f"site {args.site}: {what} has no credential that is not revoked", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"site {args.site}: {what} revoked; its check-ins are refused from now on")
+    return EXIT_OK
+
+
 def fetch_json(server: str, path: str, password_file: Path | None, ca: Path | None) -> Any:
     """GET one of the server's JSON APIs with the operator password (HTTP Basic)."""
     request = urllib.request.Request(server.rstrip("/") + path)
@@ -141,8 +161,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def add_fleet_commands(sub: SubCommands) -> None:
-    fleet = sub.add_parser("fleet", help="the MSP's fleet server (check-ins, fleet page, reports)")
-    fsub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="COMMAND")
+    from appliance.sync.msp_cmd import msp_subcommands
+
+    fsub = msp_subcommands(sub)
     p = fsub.add_parser("serve", help="serve check-ins, the fleet page and reports (gunicorn)")
     p.add_argument("--state-dir", type=Path, default=DEFAULT_FLEET_STATE)
     p.add_argument("--publish", type=Path, required=True, help="the published bundles (msp sign)")
@@ -160,6 +181,14 @@ def add_fleet_commands(sub: SubCommands) -> None:
     p.add_argument("--state-dir", type=Path, default=DEFAULT_FLEET_STATE)
     p.add_argument("--site", required=True)
     p.set_defaults(func=cmd_add_appliance)
+
+    p = fsub.add_parser("revoke-appliance", help="revoke an appliance's check-in credential")
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_FLEET_STATE)
+    p.add_argument("--site", required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--appliance", help="the appliance id it checked in with (msp list)")
+    which.add_argument("--credential", help="an issued credential (e.g. one never used)")
+    p.set_defaults(func=cmd_revoke_appliance)
 
     for name, help_ in (("list", "list the fleet, failures first"), ("site", "show one site")):
         p = fsub.add_parser(name, help=help_)

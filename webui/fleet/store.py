@@ -63,6 +63,11 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_open ON alerts (credential_id, kind) WHERE closed IS NULL;
 CREATE INDEX IF NOT EXISTS alerts_site ON alerts (site, opened);
+CREATE TABLE IF NOT EXISTS auth_failures (
+    address TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS auth_failures_address ON auth_failures (address, ts);
 CREATE TABLE IF NOT EXISTS bundles (
     site TEXT NOT NULL,
     version INTEGER NOT NULL,
@@ -154,6 +159,9 @@ class FleetStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(credentials)")}
+        if "revoked" not in columns:  # fleet.db files made before revocation existed
+            self._db.execute("ALTER TABLE credentials ADD COLUMN revoked REAL")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -177,13 +185,61 @@ class FleetStore:
     def credential(self, token: str) -> Credential | None:
         rows = self._q(
             "SELECT c.id, c.site, a.appliance_id FROM credentials c "
-            "LEFT JOIN appliances a ON a.credential_id = c.id WHERE c.token_sha256 = ?",
+            "LEFT JOIN appliances a ON a.credential_id = c.id "
+            "WHERE c.token_sha256 = ? AND c.revoked IS NULL",
             (token_hash(token),),
         )
         if not rows:
             return None
         cid, site, appliance_id = rows[0]
         return Credential(int(cid), str(site), appliance_id)
+
+    def revoke_credentials(
+        self, site: str, now: float, *, appliance_id: str | None = None, token: str | None = None
+    ) -> int:
+        """Revoke the credential of one appliance (by the id it checked in with) or one
+        issued token; returns how many were revoked (0: nothing matched).
+
+        Its check-ins are refused from now on and it leaves the fleet page, the stale sweep
+        and the alerts (open ones are closed); its history stays for the site's reports.
+        """
+        if (appliance_id is None) == (token is None):
+            raise ValueError("name exactly one of appliance_id and token")
+        if token is not None:
+            match, args = "c.token_sha256 = ?", (token_hash(token),)
+        else:
+            match, args = "a.appliance_id = ?", (appliance_id or "",)
+        with self._lock, self._db:
+            ids = [
+                int(row[0])
+                for row in self._db.execute(
+                    "SELECT c.id FROM credentials c LEFT JOIN appliances a ON a.credential_id ="
+                    f" c.id WHERE c.site = ? AND c.revoked IS NULL AND {match}",
+                    (site, *args),
+                )
+            ]
+            for cid in ids:
+                self._db.execute("UPDATE credentials SET revoked = ? WHERE id = ?", (now, cid))
+                self._db.execute(
+                    "UPDATE alerts SET closed = ? WHERE credential_id = ? AND closed IS NULL",
+                    (now, cid),
+                )
+        return len(ids)
+
+    # -- operator sign-in failures -----------------------------------------------------------
+    def record_auth_failure(self, address: str, now: float) -> None:
+        """Count one wrong operator password from ``address``; a day of them is kept."""
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM auth_failures WHERE ts < ?", (now - 86400,))
+            self._db.execute(
+                "INSERT INTO auth_failures (address, ts) VALUES (?, ?)", (address, now)
+            )
+
+    def auth_failures(self, address: str, since: float) -> int:
+        rows = self._q(
+            "SELECT COUNT(*) FROM auth_failures WHERE address = ? AND ts >= ?", (address, since)
+        )
+        return int(rows[0][0])
 
     # -- check-ins ---------------------------------------------------------------------------
     def record_checkin(
@@ -265,7 +321,8 @@ class FleetStore:
                 "INSERT INTO alerts (credential_id, site, appliance_id, kind, detail, opened)"
                 " SELECT a.credential_id, a.site, a.appliance_id, 'stale',"
                 " 'no check-in since ' || strftime('%Y-%m-%d %H:%M:%SZ', a.last_seen, 'unixepoch'),"
-                " ? FROM appliances a WHERE a.last_seen < ? AND NOT EXISTS (SELECT 1 FROM alerts"
+                " ? FROM appliances a JOIN credentials c ON c.id = a.credential_id"
+                " WHERE c.revoked IS NULL AND a.last_seen < ? AND NOT EXISTS (SELECT 1 FROM alerts"
                 " x WHERE x.credential_id = a.credential_id AND x.kind = 'stale'"
                 " AND x.closed IS NULL)",
                 (now, now - stale_after),
@@ -282,10 +339,11 @@ class FleetStore:
 
     # -- reading -----------------------------------------------------------------------------
     def appliances(self, site: str | None = None) -> list[Appliance]:
-        where, args = ("WHERE c.site = ?", (site,)) if site is not None else ("", ())
+        where, args = ("AND c.site = ?", (site,)) if site is not None else ("", ())
         rows = self._q(
             "SELECT c.id, c.site, c.created, a.appliance_id, a.first_seen, a.last_seen, a.report"
-            f" FROM credentials c LEFT JOIN appliances a ON a.credential_id = c.id {where}"
+            " FROM credentials c LEFT JOIN appliances a ON a.credential_id = c.id"
+            f" WHERE c.revoked IS NULL {where}"
             " ORDER BY c.site, a.appliance_id",
             args,
         )

@@ -167,7 +167,7 @@ def checkin() -> Response:
     store = fleet_store()
     cred = store.credential(auth[7:].strip())
     if cred is None:
-        return _error(401, "unknown credential: issue one with `edgeguard fleet add-appliance`")
+        return _error(401, "unknown credential: issue one with `edgeguard msp add-appliance`")
     if request.content_length is not None and request.content_length > MAX_CHECKIN_BYTES:
         return _error(413, f"check-in larger than {MAX_CHECKIN_BYTES} bytes")
     try:
@@ -184,7 +184,7 @@ def checkin() -> Response:
         return _error(
             403,
             f"this credential belongs to appliance {cred.appliance_id!r}; a re-installed "
-            "appliance needs a new credential (edgeguard fleet add-appliance)",
+            "appliance needs a new credential (edgeguard msp add-appliance)",
         )
     settings = fleet_settings()
     store.record_checkin(cred, report, now(), request.remote_addr or "?", settings.high_score)

@@ -1,5 +1,5 @@
 """MSP sync end to end, every part real: the MSP signs with `edgeguard msp`, a plain static
-file server publishes, `edgeguard fleet serve` collects check-ins, and the appliance is
+file server publishes, `edgeguard msp serve` collects check-ins, and the appliance is
 `edgeguard run` in the lab's router namespace, enrolled with `edgeguard sync enrol`.
 
 The servers run inside the router namespace on its loopback, so the agent's plain-HTTP
@@ -73,14 +73,14 @@ def msp(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ms
     shutil.copytree(EXAMPLES, m.policies)
     edgeguard("msp", "init", "--keys", str(m.keys), "--publish", str(m.publish))
     m.sign(m.policies / "small-office.yaml", "first bundle")
-    token = edgeguard("fleet", "add-appliance", "--state-dir", str(m.fleet), "--site", SITE)
+    token = edgeguard("msp", "add-appliance", "--state-dir", str(m.fleet), "--site", SITE)
     router = lab.ns("router")
     netns.ip(["link", "set", "lo", "up"], ns=router)
     lab.load_ruleset(None)
     files = netns.popen(router, [sys.executable, "-m", "http.server", str(PUBLISH_PORT),
                                  "--bind", "127.0.0.1", "--directory", str(m.publish)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    fleet = netns.popen(router, [sys.executable, "-m", "webui.cli", "fleet", "serve",
+    fleet = netns.popen(router, [sys.executable, "-m", "webui.cli", "msp", "serve",
                                  "--state-dir", str(m.fleet), "--publish", str(m.publish),
                                  "--listen", f"127.0.0.1:{FLEET_PORT}",
                                  "--plain-http"],

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.webui.fleet import Fleet, checkin_body, running_fleet
-from webui.fleet.app import MAX_CHECKIN_BYTES
+from webui.fleet.app import MAX_CHECKIN_BYTES, OPERATOR_LOCKOUT_S, OPERATOR_MAX_FAILURES
 
 
 @pytest.fixture
@@ -117,6 +117,35 @@ def test_operator_pages_need_the_password_but_checkins_do_not(fleet: Fleet) -> N
     assert resp.status == 401
     assert resp.headers["WWW-Authenticate"].startswith("Basic ")
     assert fleet.get("/api/v1/fleet").status == 200
+
+
+def test_wrong_operator_passwords_lock_the_address_out_for_a_while(fleet: Fleet) -> None:
+    for _ in range(OPERATOR_MAX_FAILURES):
+        assert fleet.request("GET", "/").status == 401  # a prompt, not a guess: not counted
+        assert fleet.get("/api/v1/fleet", password="guess").status == 401
+    locked = fleet.get("/api/v1/fleet")  # even the right password, while locked
+    assert locked.status == 429 and locked.headers["Retry-After"] == str(int(OPERATOR_LOCKOUT_S))
+    token = fleet.credential("acme-hq")  # appliances are not operators: not locked out
+    assert fleet.checkin(token, checkin_body("acme-hq", "box-1")).status == 200
+    fleet.clock.now += OPERATOR_LOCKOUT_S + 1
+    assert fleet.get("/api/v1/fleet").status == 200
+
+
+def test_a_revoked_credential_is_refused_and_leaves_the_fleet(fleet: Fleet) -> None:
+    token = fleet.credential("acme-hq")
+    kept = fleet.credential("acme-hq")
+    assert fleet.checkin(token, checkin_body("acme-hq", "stolen-box")).status == 200
+    assert fleet.checkin(kept, checkin_body("acme-hq", "box-2")).status == 200
+    assert fleet.store.revoke_credentials("acme-hq", fleet.clock(), appliance_id="nope") == 0
+    assert fleet.store.revoke_credentials("other", fleet.clock(), appliance_id="stolen-box") == 0
+    assert fleet.store.revoke_credentials("acme-hq", fleet.clock(), appliance_id="stolen-box") == 1
+    assert fleet.checkin(token, checkin_body("acme-hq", "stolen-box")).status == 401
+    assert fleet.checkin(kept, checkin_body("acme-hq", "box-2")).status == 200
+    listed = [a["appliance_id"] for a in fleet.get("/api/v1/fleet").json()["appliances"]]
+    assert listed == ["box-2"]
+    unused = fleet.credential("acme-hq")
+    assert fleet.store.revoke_credentials("acme-hq", fleet.clock(), token=unused) == 1
+    assert fleet.checkin(unused, checkin_body("acme-hq", "box-3")).status == 401
 
 
 def test_the_counters_of_a_big_ruleset_are_accepted_and_kept_compact(fleet: Fleet) -> None:
