@@ -2,9 +2,10 @@
 
 The MSP manages many offices and answers for the parts that keep them safe (zones, NAT,
 management access, say); the office admin runs the everyday parts (web filter groups,
-block lists). Locked top-level sections are a UI setting only an ``msp`` account may change
-(remote sync will set it too); an ``admin`` whose edit changes a locked section is refused
-at the plan and at the apply, with the sections named.
+block lists). Locked top-level sections are a UI setting only an ``msp`` account or the
+MSP's sync agent (from the bundle's ``locked`` list) may change; an ``admin`` whose edit
+changes a locked section is refused at the plan and at the apply, with the sections named.
+The policy page shows locked sections read-only, with who locked them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from webui.api import PREFIX, api_doc
 from webui.security import audit, roles_required, store
 
 SETTING = "msp_locked_sections"
+OWNER_SETTING = "msp_locked_by"  # who set the locks, shown next to them
 SECTIONS = (
     "site", "zones", "address_groups", "blocklists", "services", "schedules", "rules",
     "defaults", "nat", "management", "options", "dns", "clients", "web_filter",
@@ -30,13 +32,44 @@ def locked_sections() -> list[str]:
     return [s for s in raw.split(",") if s in SECTIONS]
 
 
-def set_locked_sections(sections: list[str]) -> list[str]:
+def owner() -> str:
+    """Who locked the sections: the MSP's sync agent (with the bundle) or an MSP account."""
+    return store().setting(OWNER_SETTING, "") or "your MSP"
+
+
+def set_locked_sections(sections: list[str], by: str) -> list[str]:
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         raise ValueError(f"unknown policy section(s): {', '.join(unknown)}")
     chosen = [s for s in SECTIONS if s in sections]
     store().set_setting(SETTING, ",".join(chosen))
+    store().set_setting(OWNER_SETTING, by)
     return chosen
+
+
+# What each everyday form on the policy page edits (webui.policy_edit), so a form whose
+# section is locked is replaced by a note instead of ending in a refused plan.
+FORM_SECTIONS = {
+    "domain": "web_filter", "client": "web_filter", "rule": "rules", "port-forward": "nat",
+    "schedule": "schedules",
+}  # fmt: skip
+
+
+def section_texts(text: str, sections: list[str]) -> dict[str, str]:
+    """The original lines (comments included) of each named top-level section of ``text``.
+
+    A line scan, not a YAML round trip: the admin should see the section exactly as it is
+    written in the policy, and a top-level key always starts in column 0.
+    """
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            key = line.split(":", 1)[0].strip()
+            current = found.setdefault(key, []) if key in sections else None
+        if current is not None:
+            current.append(line)
+    return {s: "\n".join(found[s]).rstrip() for s in sections if s in found}
 
 
 def _sections(text: str) -> dict[str, Any]:
@@ -73,7 +106,7 @@ api_bp = Blueprint("msp_lock_api", __name__, url_prefix=PREFIX)
 @bp.route("/settings/msp-lock", methods=["POST"])
 @roles_required("msp")
 def save() -> Response:
-    chosen = set_locked_sections(request.form.getlist("section"))
+    chosen = set_locked_sections(request.form.getlist("section"), f"MSP account {g.user.name}")
     audit("msp-lock", ", ".join(chosen) or "nothing locked")
     flash("Locked sections saved.", "ok")
     return redirect(url_for("settings.security_page"))
@@ -82,7 +115,7 @@ def save() -> Response:
 @api_bp.route("/settings/msp-lock", methods=["GET"])
 @api_doc("Policy sections only the MSP may change")
 def api_get() -> Response:
-    return jsonify(locked=locked_sections(), sections=list(SECTIONS))
+    return jsonify(locked=locked_sections(), locked_by=owner(), sections=list(SECTIONS))
 
 
 @api_bp.route("/settings/msp-lock", methods=["PUT"])
@@ -95,7 +128,7 @@ def api_put() -> Any:
     if not isinstance(wanted, list) or not all(isinstance(s, str) for s in wanted):
         return jsonify(error="locked must be a list of section names"), 400
     try:
-        chosen = set_locked_sections(wanted)
+        chosen = set_locked_sections(wanted, f"MSP account {g.user.name}")
     except ValueError as exc:
         return jsonify(error=str(exc)), 400
     audit("msp-lock", ", ".join(chosen) or "nothing locked")

@@ -255,6 +255,7 @@ def _editor(text: str, *, problems: list[Finding] | None = None, form_error: str
     live, live_policy = live_text()
     bad = {f.line for f in problems or []}
     listing = [(n, line, n in bad) for n, line in enumerate(text.splitlines(), 1)]
+    locked = msp_lock.locked_sections()
     return render_template(
         "policy.html",
         live=live,
@@ -266,6 +267,14 @@ def _editor(text: str, *, problems: list[Finding] | None = None, form_error: str
         facts=edit.facts(live_policy),
         rolled_back=last_rollback(),
         can_change=g.user.role in CHANGERS,
+        locked=locked,
+        locked_by=msp_lock.owner() if locked else "",
+        locked_texts=msp_lock.section_texts(text, locked),
+        form_locked={
+            kind: section
+            for kind, section in msp_lock.FORM_SECTIONS.items()
+            if section in locked and g.user.role != "msp"
+        },
         actions=edit.ACTIONS,
         protocols=edit.PROTOCOLS,
     ), status

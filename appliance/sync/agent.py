@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,8 +52,8 @@ ROLLED_BACK_KEPT = 8  # bundles whose rollbacks are remembered
 
 
 class LockedSectionsSink(Protocol):
-    def set_locked(self, sections: list[str]) -> None:
-        """Tell the local UI which policy sections only the MSP may change."""
+    def set_locked(self, sections: list[str], owner: str) -> None:
+        """Tell the local UI which policy sections only the MSP may change, and who that is."""
 
 
 class UiSettingsDb:
@@ -62,7 +63,7 @@ class UiSettingsDb:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def set_locked(self, sections: list[str]) -> None:
+    def set_locked(self, sections: list[str], owner: str) -> None:
         import sqlite3
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,11 +72,13 @@ class UiSettingsDb:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
             )
-            db.execute(
-                "INSERT INTO settings (key, value) VALUES ('msp_locked_sections', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (",".join(sections),),
-            )
+            for key, value in (("msp_locked_sections", ",".join(sections)),
+                               ("msp_locked_by", owner)):  # fmt: skip
+                db.execute(
+                    "INSERT INTO settings (key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
         finally:
             db.close()
 
@@ -371,7 +374,10 @@ class SyncAgent:
             shutil.rmtree(self.paths.site)
         staging.rename(self.paths.site)
         write_atomic(self.paths.base_pending, remote, mode=0o600)
-        self.locks.set_locked(list(meta.locked))
+        host = urllib.parse.urlsplit(self.enrolment.server).hostname or self.enrolment.server
+        self.locks.set_locked(
+            list(meta.locked), f"your MSP ({host}), bundle v{meta.version} for {meta.site}"
+        )
         state.conflicts = [c.as_json() for c in merged.conflicts]
         state.last_apply = {"ok": True, "error": None, "at": format_time(self.now())}
         state.pending = {"bundle_version": meta.version, "store_version": version.id}

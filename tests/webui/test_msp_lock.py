@@ -8,7 +8,7 @@ from flask import Flask
 
 from tests.webui.conftest import logged_in, token_of, ui_store
 from tests.webui.test_policy_views import WEB_FILTER, engine_of, make_app
-from webui.msp_lock import changed_locked
+from webui.msp_lock import changed_locked, section_texts
 
 
 def test_changed_locked_compares_sections_not_text() -> None:
@@ -63,5 +63,33 @@ def test_admin_cannot_change_a_locked_section_but_the_msp_can(tmp_path: Path) ->
         assert len(engine_of(app).store.history(100)) == before + 1
         actions = [a["action"] for a in ui_store(app).audit_log()]
         assert "msp-lock" in actions
+    finally:
+        ui_store(app).close()
+
+
+def test_section_texts_are_the_policys_own_lines() -> None:
+    text = (
+        "# head\nsite:\n  name: acme\n\n# the firewall\nnat:\n  masquerade: [wan]  # out\n"
+        "rules: []\n"
+    )
+    assert section_texts(text, ["nat", "rules", "dns"]) == {
+        "nat": "nat:\n  masquerade: [wan]  # out",
+        "rules": "rules: []",
+    }
+
+
+def test_the_policy_page_shows_locked_sections_read_only_with_their_owner(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    try:
+        _lock(app, ["nat", "rules"])
+        admin = logged_in(app, "alice", "admin")
+        page = admin.get("/policy").get_data(as_text=True)
+        assert 'id="msp-locked"' in page and "Locked by MSP account msp-tech" in page
+        assert '<pre class="diff" data-locked-section="nat">nat:\n  masquerade: [wan]' in page
+        assert "Locked by your MSP (section rules)" in page  # the rule form is a note
+        assert "kind=rule" not in page and "/policy/edit/rule" not in page
+        assert "/policy/edit/domain" in page  # web_filter is not locked: its form stays
+        msp_page = logged_in(app, "msp-tech", "msp").get("/policy").get_data(as_text=True)
+        assert "/policy/edit/rule" in msp_page and "You can change them" in msp_page
     finally:
         ui_store(app).close()

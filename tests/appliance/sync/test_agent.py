@@ -45,6 +45,10 @@ def test_a_bundle_is_applied_confirmed_after_check_in_and_locks_set(msp: Msp, bo
     assert ui.execute(
         "SELECT value FROM settings WHERE key = 'msp_locked_sections'"
     ).fetchone() == ("rules,site,zones",)
+    assert ui.execute("SELECT value FROM settings WHERE key = 'msp_locked_by'").fetchone() == (
+        "your MSP (127.0.0.1), bundle v1 for acme-hq",
+    )
+    ui.close()
     assert (box.state / "sync" / "site" / "lists" / "malware.hosts").is_file()
 
 
