@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from appliance.atomic import write_atomic
@@ -153,19 +154,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(engine.boot(args.policy), flush=True)
     if args.once:
         return 0
+    while True:
+        code = _run_services(engine, args)
+        if code != RESTART_ENROLLED:
+            return code
+        print("MSP enrolment or first bundle: restarting the services", flush=True)
+
+
+RESTART_ENROLLED = -1  # _serve's answer when enrolment or the MSP's first bundle changed things
+
+
+def _services_setup(args: argparse.Namespace) -> tuple[bool, Path]:
+    """(enrolled, where the live policy's relative list paths resolve).
+
+    An MSP-managed box that has applied a bundle: where the agent keeps the bundle's files;
+    otherwise (not enrolled, or enrolled but no bundle yet, so the local policy is still
+    live) next to the policy given on first boot.
+    """
     sync_dir = args.state_dir / "sync"
     enrolled = (sync_dir / "enrolment.json").exists()
-    # An MSP-managed box: the policy's relative list paths resolve where the agent puts the
-    # bundle's files; otherwise next to the policy given on first boot.
-    local_base = args.policy.parent if args.policy else args.state_dir
-    base = sync_dir / "site" if enrolled else local_base
+    if enrolled and (sync_dir / "site").is_dir():
+        return enrolled, sync_dir / "site"
+    return enrolled, args.policy.parent if args.policy else args.state_dir
+
+
+def _run_services(engine: Engine, args: argparse.Namespace) -> int:
+    setup = _services_setup(args)
+    enrolled, base = setup
     children = [_start_child(["anomaly", "serve", "--state-dir", str(args.state_dir), "--base",
                               str(base), "--every", str(args.anomaly_every)])]  # fmt: skip
     if enrolled:
         children.append(_start_child(["sync", "serve", "--state-dir", str(args.state_dir),
                                       "--interval", str(args.sync_interval)]))  # fmt: skip
     try:
-        return asyncio.run(_serve(engine, base, args.state_dir))
+        return asyncio.run(
+            _serve(engine, base, args.state_dir, lambda: _services_setup(args) != setup)
+        )
     finally:
         for child in children:
             child.terminate()
@@ -213,7 +237,12 @@ def _live_policy(engine: Engine, base: Path) -> tuple[int | None, Policy | None]
         return live.id, None
 
 
-async def _serve(engine: Engine, base: Path, state_dir: Path) -> int:
+async def _serve(
+    engine: Engine, base: Path, state_dir: Path, changed: Callable[[], bool] = lambda: False
+) -> int:
+    """Serve DNS and follow the live version until SIGTERM; returns RESTART_ENROLLED when
+    ``changed()`` (the box was enrolled from the web UI, or its first bundle arrived), so the
+    services restart with sync and the bundle's files without a reboot."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -239,6 +268,9 @@ async def _serve(engine: Engine, base: Path, state_dir: Path) -> int:
         if time.monotonic() >= next_counters:
             next_counters = time.monotonic() + COUNTERS_INTERVAL
             _save_counters(engine, state_dir)
+        if changed():  # two stat() calls
+            await runtime.stop()
+            return RESTART_ENROLLED
         if engine.expire():  # a lock and one SELECT: fine on the loop
             print("an unconfirmed apply passed its deadline: rolled back", flush=True)
         live = engine.store.live()

@@ -20,6 +20,7 @@ NAV = (
     ("querylog.index", "Query log"),
     ("policy.index", "Policy"),
     ("anomalies.index", "Anomalies"),
+    ("sync.index", "MSP sync"),
     ("settings.index", "Settings"),
     ("health.index", "Health"),
 )
@@ -36,6 +37,7 @@ BLUEPRINT_MODULES = (
     "webui.msp_lock",
     "webui.health",
     "webui.anomalies",
+    "webui.sync_views",
 )
 
 

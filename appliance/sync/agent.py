@@ -33,7 +33,14 @@ from appliance.sync.canonical import format_time
 from appliance.sync.checkin import HealthProbe, build_checkin, send_checkin
 from appliance.sync.errors import BundleRefused, SyncError
 from appliance.sync.merge import merge_policy
-from appliance.sync.metadata import BundleMeta, Root, check_blob, load_root, verify_bundle
+from appliance.sync.metadata import (
+    BundleMeta,
+    Root,
+    check_blob,
+    load_enrolment_root,
+    load_root,
+    verify_bundle,
+)
 from appliance.sync.metadata import verify_root_update as verify_root_step
 from appliance.sync.transport import BLOB_LIMIT, ENVELOPE_LIMIT, Transport, TransportError
 from policies.errors import PolicyError
@@ -173,8 +180,8 @@ class SyncOutcome:
 
 
 def enrol(state_dir: Path, enrolment: Enrolment, root_envelope: dict[str, Any]) -> Root:
-    """Trust ``root_envelope`` (checked for shape only: trust on enrolment) and save both."""
-    root = load_root(root_envelope)
+    """Trust ``root_envelope`` (root v1, self-signed: the trust anchor) and save both."""
+    root = load_enrolment_root(root_envelope)
     paths = SyncPaths(state_dir)
     paths.dir.mkdir(parents=True, exist_ok=True)
     paths.dir.chmod(0o700)

@@ -223,6 +223,29 @@ def load_root(envelope: dict[str, Any]) -> Root:
     )
 
 
+def load_enrolment_root(envelope: dict[str, Any]) -> Root:
+    """The root an appliance is enrolled with: version 1, signed by one of its own root keys.
+
+    Nothing older vouches for it (it is the trust anchor the technician brings), but a root
+    whose own signature does not match was damaged or edited on the way, and a later version
+    given as the anchor would skip the MSP's chain of rotations: both are refused.
+    """
+    root = load_root(envelope)
+    if root.version != 1:
+        raise _malformed(
+            f"root v{root.version}: enrol with the MSP's root v1 (root/1.json); later "
+            "versions are fetched and checked against it"
+        )
+    _signer(
+        envelope["signed"],
+        envelope["signatures"],
+        {k: root.keys[k] for k in root.root_keys},
+        root.revoked,
+        "root v1 (needs one of its own root keys)",
+    )
+    return root
+
+
 def verify_root_update(trusted: Root, envelope: dict[str, Any], now: dt.datetime) -> Root:
     """Accept root version ``trusted.version + 1`` if the trusted root vouches for it.
 

@@ -28,7 +28,7 @@ from appliance.sync.agent import (
 )
 from appliance.sync.checkin import HealthProbe
 from appliance.sync.errors import SyncError
-from appliance.sync.metadata import load_root
+from appliance.sync.metadata import Root, load_enrolment_root, valid_site
 from appliance.sync.transport import ENVELOPE_LIMIT, HttpTransport
 from policies.errors import PolicyError
 from policies.loader import parse_policy
@@ -70,34 +70,66 @@ def _agent(args: argparse.Namespace) -> SyncAgent:
     return SyncAgent(args.state_dir, engine, transport, health)
 
 
+def enrol_with(
+    state_dir: Path,
+    *,
+    server: str,
+    checkin: str,
+    site: str,
+    credential: str,
+    root_envelope: dict[str, Any] | None = None,
+    root_keyid: str | None = None,
+    ca: Path | None = None,
+) -> tuple[Enrolment, Root]:
+    """Enrol this appliance (the CLI's ``sync enrol`` and the web UI's form).
+
+    Without ``root_envelope`` the MSP's root v1 is fetched from ``server`` (HTTPS with
+    certificate checks); ``root_keyid`` pins it. Re-enrolling keeps the appliance id, so the
+    MSP's fleet page shows the same box. Raises SyncError/ValueError/OSError with a reason.
+    """
+    if not valid_site(site):
+        raise SyncError(f"site id {site!r}: letters, digits, '.', '_' and '-' (max 64)")
+    for name, url in (("server", server), ("check-in", checkin)):
+        if not url.startswith(("https://", "http://")):
+            raise SyncError(f"{name} URL {url!r}: give an https:// URL")
+    if not credential.strip():
+        raise SyncError("the credential is empty: ask your MSP for one (msp add-appliance)")
+    if root_envelope is None:
+        url = f"{server.rstrip('/')}/root/1.json"
+        fetched = HttpTransport(ca_file=ca).get(url, limit=ENVELOPE_LIMIT)
+        if fetched.status != 200:
+            raise SyncError(f"{url}: HTTP {fetched.status}; give the MSP's root.json instead")
+        root_envelope = json.loads(fetched.body)
+    root = load_enrolment_root(root_envelope)
+    if root_keyid and root_keyid not in root.root_keys:
+        raise SyncError(
+            f"the root's key ids {sorted(root.root_keys)} do not include the pinned "
+            f"{root_keyid}; check the key id with your MSP"
+        )
+    paths = SyncPaths(state_dir)
+    previous = Enrolment.load(paths.enrolment) if paths.enrolment.exists() else None
+    enrolment = Enrolment(
+        server=server,
+        checkin=checkin,
+        site=site,
+        credential=credential.strip(),
+        appliance_id=previous.appliance_id if previous else secrets.token_hex(8),
+        ca=str(ca.resolve()) if ca else None,
+    )
+    enrol(state_dir, enrolment, root_envelope)
+    return enrolment, root
+
+
 def cmd_enrol(args: argparse.Namespace) -> int:
     try:
-        if args.root is not None:
-            root_envelope = json.loads(args.root.read_text(encoding="utf-8"))
-        else:
-            url = f"{args.server.rstrip('/')}/root/1.json"
-            transport = HttpTransport(ca_file=args.ca)
-            fetched = transport.get(url, limit=ENVELOPE_LIMIT)
-            if fetched.status != 200:
-                raise SyncError(f"{url}: HTTP {fetched.status}; give the root file with --root")
-            root_envelope = json.loads(fetched.body)
-        root = load_root(root_envelope)
-        if args.root_keyid and args.root_keyid not in root.root_keys:
-            raise SyncError(
-                f"the root's key ids {sorted(root.root_keys)} do not include the pinned "
-                f"{args.root_keyid}; check the key id with your MSP"
-            )
-        paths = SyncPaths(args.state_dir)
-        previous = Enrolment.load(paths.enrolment) if paths.enrolment.exists() else None
-        enrolment = Enrolment(
-            server=args.server,
-            checkin=args.checkin,
-            site=args.site,
-            credential=args.credential,
-            appliance_id=previous.appliance_id if previous else secrets.token_hex(8),
-            ca=str(args.ca.resolve()) if args.ca else None,
+        root_envelope = (
+            json.loads(args.root.read_text(encoding="utf-8")) if args.root is not None else None
         )
-        enrol(args.state_dir, enrolment, root_envelope)
+        enrolment, root = enrol_with(
+            args.state_dir, server=args.server, checkin=args.checkin, site=args.site,
+            credential=args.credential, root_envelope=root_envelope,
+            root_keyid=args.root_keyid, ca=args.ca,
+        )  # fmt: skip
     except (OSError, ValueError, ApplianceError) as exc:
         print(f"enrolment failed: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from appliance.sync.keys import SigningKey, generate_key
 from appliance.sync.metadata import (
     Root,
     check_blob,
+    load_enrolment_root,
     load_root,
     make_bundle,
     make_root,
@@ -323,3 +325,20 @@ def test_make_root_refuses_a_root_appliances_would_refuse(msp: Msp) -> None:
     with pytest.raises(ValueError, match="not listed in keys"):
         make_root(1, [msp.root_key], [msp.root_key], [msp.bundle_key], [], NOW + YEAR,
                   [msp.root_key])  # fmt: skip
+
+
+def test_the_enrolment_root_must_be_v1_and_signed_by_its_own_root_key(msp: Msp) -> None:
+    keys = ([msp.root_key, msp.bundle_key], [msp.root_key], [msp.bundle_key], [], NOW + YEAR)
+    good = make_root(1, *keys, [msp.root_key])
+    assert load_enrolment_root(good).version == 1
+    with pytest.raises(BundleRefused) as later:
+        load_enrolment_root(make_root(2, *keys, [msp.root_key]))
+    assert "enrol with the MSP's root v1" in str(later.value)
+    edited = json.loads(json.dumps(good))
+    edited["signed"]["bundle_keys"] = []  # e.g. pasted and edited on the way
+    with pytest.raises(BundleRefused) as info:
+        load_enrolment_root(edited)
+    assert info.value.reason == "signature"
+    with pytest.raises(BundleRefused) as info:
+        load_enrolment_root(make_root(1, *keys, [msp.bundle_key]))  # not a root key
+    assert info.value.reason == "unknown-key"
