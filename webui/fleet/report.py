@@ -7,6 +7,8 @@ Everything comes from what the appliances reported at check-in, kept in the hist
   increases between consecutive check-ins, a drop counting as a restart. Two shapes are
   read: ``counters.blocked = {category: count}`` (DNS blocks by list/category) and the
   firewall's ``counters.counters = [{"comment", "packets"}]`` (``<state>/counters.json``);
+  the block-list rules among those (``blocklist <feed> inbound|outbound``) also count as
+  blocked threats, one category per feed, both directions together;
 * anomalies: the alerts this server raised (score at or above the threshold), when each
   was resolved, and the highest score each appliance reported;
 * uptime: a gap between check-ins longer than two intervals counts as down time, minus
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,10 +192,17 @@ def build_report(
                       window, interval)
         )  # fmt: skip
         report.changes.extend(_policy_changes(app.appliance_id, rows, messages))
+    for comment, packets in firewall.items():
+        # The compiler's block-list rules: "blocklist <name> inbound|outbound" (a threat feed)
+        if match := _FEED_RULE.fullmatch(comment):
+            blocked[f"{match[1]} (firewall feed)"] += packets
     report.blocked = [(k, v) for k, v in blocked.most_common() if v > 0]
     report.firewall = [(k, v) for k, v in firewall.most_common(15) if v > 0]
     report.changes.sort(key=lambda c: c.at)
     return report
+
+
+_FEED_RULE = re.compile(r"blocklist (\S+) (?:inbound|outbound)")
 
 
 def _day(ts: float) -> str:

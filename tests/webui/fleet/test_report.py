@@ -45,7 +45,15 @@ def test_a_days_report_from_the_checkin_history(fleet: Fleet) -> None:
         assert fleet.checkin(token, body).status == 200
 
     for minute in range(60):  # every minute 01:00-01:59, bundle v3
-        counters = {"blocked": {"category:malware": next(blocked)}} if minute < 3 else {}
+        counters: dict[str, object] = (
+            {"blocked": {"category:malware": next(blocked)}} if minute < 3 else {}
+        )
+        if minute in (10, 11):  # the firewall's drops by the spamhaus feed, both directions
+            counters["counters"] = [
+                {"comment": "blocklist spamhaus-drop inbound", "packets": 4 * minute},
+                {"comment": "blocklist spamhaus-drop outbound", "packets": minute},
+                {"comment": "lan-out", "packets": 1000 * minute},
+            ]
         check_in(minute, counters=counters, health={"uptime_s": 600 + minute * 60})
     publish_bundle(fleet.publish, "acme-hq", 4, "block ads everywhere")
     # silent 01:59 -> 02:30 (31 min: 30 min down, one interval was due anyway);
@@ -67,7 +75,12 @@ def test_a_days_report_from_the_checkin_history(fleet: Fleet) -> None:
     resp = fleet.get("/sites/acme-hq/report?from=2026-05-28&to=2026-05-28")
     assert resp.status == 200, resp.text
     html = resp.text
-    assert _cells(html, "blocked") == [["category:malware", "15"]]  # 5 + 7 + 3 (after restart)
+    blocked_rows = _cells(html, "blocked")  # the threats table, then the firewall rules
+    assert blocked_rows[:2] == [
+        ["category:malware", "15"],  # 5 + 7 + 3 (after restart)
+        ["spamhaus-drop (firewall feed)", "5"],  # (44 - 40) + (11 - 10); accepts are not threats
+    ]
+    assert ["lan-out", "1000"] in blocked_rows[2:]
     [uptime] = _cells(html, "uptime")
     assert uptime == ["box-1", "75.00 %", "30 min", "1", "91"]  # 30 of 120 min down
     anomalies = _cells(html, "anomalies")
