@@ -21,8 +21,8 @@ import yaml
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from appliance.errors import ApplianceError
-from appliance.sync.agent import SyncPaths, SyncState
 from appliance.sync.merge import split_sections
+from appliance.sync.state import SyncPaths, SyncState
 from appliance.sync.sync_cmd import enrol_with, status_lines
 from webui.bridge import appliance
 from webui.policy_views import CHANGERS, _plan_page, diff_rows, live_text, unified

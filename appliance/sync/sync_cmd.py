@@ -18,17 +18,11 @@ from typing import Any
 from appliance.commands import DEFAULT_STATE_DIR, engine_for, start_watchdog
 from appliance.engine import Engine
 from appliance.errors import ApplianceError
-from appliance.sync.agent import (
-    Enrolment,
-    SyncAgent,
-    SyncPaths,
-    SyncState,
-    enrol,
-    next_delay,
-)
+from appliance.sync.agent import SyncAgent, next_delay
 from appliance.sync.checkin import HealthProbe
 from appliance.sync.errors import SyncError
 from appliance.sync.metadata import Root, load_enrolment_root, valid_site
+from appliance.sync.state import Enrolment, SyncPaths, SyncState, enrol
 from appliance.sync.transport import ENVELOPE_LIMIT, HttpTransport
 from policies.errors import PolicyError
 from policies.loader import parse_policy

@@ -9,10 +9,10 @@ from pathlib import Path
 import yaml
 from flask import Flask
 
-from appliance.sync.agent import Enrolment, SyncPaths, SyncState
 from appliance.sync.keys import generate_key
 from appliance.sync.metadata import make_root
 from appliance.sync.publish import publish_root
+from appliance.sync.state import Enrolment, SyncPaths, SyncState
 from tests.appliance.sync.test_transport import StaticHost
 from tests.webui.conftest import logged_in, token_of, ui_store
 from tests.webui.test_policy_views import WEB_FILTER, make_app

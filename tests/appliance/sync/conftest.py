@@ -16,11 +16,12 @@ import pytest
 from appliance.engine import Engine
 from appliance.nft import MemoryNft
 from appliance.store import ConfigStore
-from appliance.sync.agent import Enrolment, SyncAgent, SyncOutcome, enrol
+from appliance.sync.agent import SyncAgent, SyncOutcome
 from appliance.sync.checkin import HealthProbe
 from appliance.sync.keys import SigningKey, generate_key
 from appliance.sync.metadata import make_bundle, make_root
 from appliance.sync.publish import publish, publish_root
+from appliance.sync.state import Enrolment, enrol
 from appliance.sync.transport import HttpTransport
 from tests.appliance.sync.test_transport import StaticHost
 

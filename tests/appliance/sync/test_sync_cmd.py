@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from appliance.cli import main
-from appliance.sync.agent import SyncPaths, SyncState
 from appliance.sync.keys import generate_key
 from appliance.sync.metadata import make_root
+from appliance.sync.state import SyncPaths, SyncState
 from appliance.sync.sync_cmd import status_lines
 
 NOW = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
