@@ -234,6 +234,8 @@ check "the upstream itself answers $BAD_NAME" "NOERROR 198.51.100.66" \
     "$(in_wan $PROBE dns "$WAN_GW" "$BAD_NAME")"
 check "the box blocks $BAD_NAME (malware-phishing)" "NXDOMAIN" \
     "$(in_lan $PROBE dns "$LAN_BOX" "$BAD_NAME")"
+check "DNS over IPv6 on the LAN address" "NOERROR $INET_SERVER" \
+    "$(in_lan $PROBE dns 2001:db8:0:10::1 upstream.example.net || true)"
 check "HTTPS setup page from the LAN" "200 /setup" "$(in_lan $PROBE get "https://$LAN_BOX/setup" --wait 60 || true)"
 printf "  %-40s %6ss\n" "boot 1: setup page answering over HTTPS" "$(since "$START")"
 check "ruleset: LAN to a closed box port is dropped" "timeout" \
@@ -257,6 +259,10 @@ check "first admin made with the console's token" "HTTP 200" \
 say "boot 1: idle for ${IDLE_WAIT}s, then RAM of the EdgeGuard services (cgroups, via /api/v1/health)"
 sleep "$IDLE_WAIT"
 health 1
+IDLE_RAM=$(health_value 1 "EdgeGuard services memory" | cut -d' ' -f1)
+check "services' memory is in the health report" "[0-9]*.[0-9]" "$IDLE_RAM"
+if python3 -c "import sys; sys.exit(float(sys.argv[1]) >= 150)" "$IDLE_RAM"; then verdict=within; else verdict=OVER; fi
+say "idle RAM of the EdgeGuard services: $IDLE_RAM MB ($verdict the issue's 150 MB target; reported, not a pass condition)"
 
 # -- 4. Reboot: the state must survive. ------------------------------------------------------
 say "reboot (ctrl-alt-delete through the qemu monitor)"
@@ -264,8 +270,8 @@ shutdown_box
 read_state
 check "state: .firstboot-done kept" "present" \
     "$(debugfs -c -R 'stat /.firstboot-done' "$RUN/state.img" 2>/dev/null | grep -q Inode: && echo present)"
-check "state: enrolment saved by edgeguard sync enrol" '*"site": "image-test-site"*' \
-    "$(state_file /sync/enrolment.json | tr '\n' ' ')"
+check "state: enrolment saved by edgeguard sync enrol" "image-test-site https://$WAN_GW:8081 *" \
+    "$(state_file /sync/enrolment.json | python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["site"], d["server"], d["appliance_id"])' || true)"
 check "state: the first policy names the two ports" "*enp0s16*enp0s17*" \
     "$(state_file /first-policy.yaml | grep -a 'interfaces:' | tr '\n' ' ')"
 boot 2
@@ -277,8 +283,9 @@ check "first boot did not run again" "0" "$(grep -ac 'edgeguard-firstboot:' "$LO
 check "no new setup token (an admin exists)" "0" "$(grep -ac 'enter the setup token' "$LOG" || true)"
 check "same TLS certificate" "$cert1" "$(in_lan $PROBE cert "$LAN_BOX" 443)"
 check "DNS still filtered" "NXDOMAIN" "$(in_lan $PROBE dns "$LAN_BOX" "$BAD_NAME")"
+say "boot 2: right after boot (not idle)"
 health 2
 check "the admin made in boot 1 logs in; version 1 still live" "version 1 *" \
     "$(health_value 2 "Live policy")"
 shutdown_box
-say "OK: boot to DNS answering ${seen[boot 1: DNS answering from the LAN]}s (first boot), ${seen[boot 2: DNS answering from the LAN]}s (reboot) after qemu start (TCG, emulated); whole test $(since "$T0")s"
+say "OK: boot to DNS answering ${seen[boot 1: DNS answering from the LAN]}s (first boot), ${seen[boot 2: DNS answering from the LAN]}s (reboot) after qemu start (TCG, emulated); idle RAM $IDLE_RAM MB; whole test $(since "$T0")s"
