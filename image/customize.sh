@@ -32,7 +32,8 @@ in_root /opt/edgeguard/venv/bin/python3 -m compileall -q -j 0 /opt/edgeguard/ven
 install -m 0644 "$IMAGE_DIR/../README.md" "$ROOT/opt/edgeguard/README.md"
 
 step "units: EdgeGuard on, networkd on, SSH installed but off"
-in_root systemctl enable edgeguard-firstboot.service edgeguard-run.service edgeguard-ui.service \
+in_root systemctl enable edgeguard-firstboot.service edgeguard-network.service edgeguard-run.service \
+    edgeguard-ui.service \
     systemd-networkd.service >/dev/null 2>&1
 in_root systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true
 rm -f "$ROOT"/etc/ssh/ssh_host_*   # each box makes its own (first boot, on the state partition)

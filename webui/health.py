@@ -199,6 +199,42 @@ def storage_wear(sys: Path) -> list[Check]:
 
 
 # -- services ------------------------------------------------------------------------------
+MEMORY_BUDGET = 150_000_000  # issue #9: idle RAM of all EdgeGuard services under 150 MB
+
+
+def service_memory(cgroup: Path = Path("/sys/fs/cgroup")) -> list[Check]:
+    """Memory of the EdgeGuard systemd services (the appliance image), from their cgroups.
+
+    ``memory.current`` counts everything the kernel charges to the unit, page cache
+    included, so it is the figure the budget is held to; the anonymous part (what the
+    processes themselves hold) is in the detail. Nothing is shown outside systemd (the lab)."""
+    used: dict[str, tuple[int, int]] = {}
+    for unit in sorted((cgroup / "system.slice").glob("edgeguard-*.service")):
+        current = _read(unit / "memory.current")
+        if current is None or not current.isdigit():
+            continue
+        anon = 0
+        for line in (_read(unit / "memory.stat") or "").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "anon" and value.isdigit():
+                anon = int(value)
+        used[unit.name.removesuffix(".service")] = (int(current), anon)
+    if not used:
+        return []
+    total = sum(c for c, _ in used.values())
+    anon = sum(a for _, a in used.values())
+    parts = ", ".join(f"{name} {c / 1e6:.1f}" for name, (c, _) in used.items())
+    return [
+        Check(
+            "EdgeGuard services memory",
+            f"{total / 1e6:.1f} MB ({parts})",
+            "ok" if total < MEMORY_BUDGET else "warn",
+            f"cgroup memory.current, page cache included; anonymous {anon / 1e6:.1f} MB; "
+            f"budget {MEMORY_BUDGET / 1e6:.0f} MB",
+        )
+    ]
+
+
 def controller_pids(proc: Path) -> list[int]:
     """Processes running ``edgeguard run`` (the console script or ``-m appliance.cli``)."""
     pids = []
@@ -321,6 +357,7 @@ def report(proc: Path = Path("/proc"), sys: Path = Path("/sys")) -> dict[str, li
         ],
         "Services": [
             *services(proc, state, bridge.engine().store),
+            *service_memory(),
             *resolver(live_policy(bridge).policy),
         ],
     }

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -21,6 +24,7 @@ from cryptography.x509.oid import NameOID
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
+from appliance.store import ConfigStore
 from webui.app import create_app
 from webui.config import UiConfig
 from webui.store import UiStore
@@ -84,7 +88,7 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return self.application
 
 
-def setup_token_line(config: UiConfig, url: str) -> str | None:
+def setup_token_line(config: UiConfig, urls: list[str]) -> str | None:
     """Make a fresh setup token if nobody can log in yet; the line to print, else None."""
     store = UiStore(config.ui_path / "ui.db")
     try:
@@ -93,7 +97,70 @@ def setup_token_line(config: UiConfig, url: str) -> str | None:
         token = store.new_setup_token()
     finally:
         store.close()
-    return f"first start: open {url}/setup and enter the setup token {token}"
+    where = " or ".join(f"{url}/setup" for url in urls)
+    return f"first start: open {where} and enter the setup token {token}"
+
+
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def management_addresses(state_dir: Path) -> list[str]:
+    """The live policy's addresses on its management zones: where the admin should go.
+
+    Read from the stored YAML itself (no list files, no validation): this is only for a
+    console line, and any problem just means falling back to the interfaces' addresses."""
+    try:
+        store = ConfigStore(state_dir)
+        try:
+            live = store.live()
+            text = store.texts(live.id)[0] if live is not None else None
+        finally:
+            store.close()
+        if text is None:
+            return []
+        data = yaml.safe_load(text)
+        zones = data["zones"]
+        out: list[str] = []
+        for name in data["management"]["zones"]:
+            addresses = zones[name].get("addresses", [])
+            for a in [addresses] if isinstance(addresses, str) else addresses:
+                out.append(str(ipaddress.ip_interface(a).ip))
+        return out
+    except Exception:  # any unreadable store or policy: no policy addresses
+        return []
+
+
+def interface_addresses(netns: str | None = None) -> list[str]:
+    """Global-scope addresses on this box's interfaces now (``ip -j addr``), IPv4 first."""
+    argv = ["ip", *(["-n", netns] if netns else []), "-j", "addr", "show", "scope", "global"]
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed argv: ip, our options
+            argv, capture_output=True, text=True, timeout=5, check=True
+        )
+        links = json.loads(done.stdout or "[]")
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+    found = [
+        str(info["local"])
+        for link in links
+        for info in link.get("addr_info", [])
+        if info.get("local") and not info.get("tentative")
+    ]
+    return sorted(found, key=lambda a: ":" in a)
+
+
+def display_urls(scheme: str, host: str, port: int, addresses: list[str]) -> list[str]:
+    """The URLs an admin can type: the bound host, or for a wildcard bind the box's
+    addresses (``addresses``; an IPv4 wildcard only serves IPv4). The default port is left
+    out. With no address known, the bound host itself."""
+    default = {"https": 443, "http": 80}.get(scheme)
+    suffix = "" if port == default else f":{port}"
+    hosts = [host]
+    if host in WILDCARDS:
+        ipv4_only = host == "0.0.0.0"
+        known = list(dict.fromkeys(a for a in addresses if not (ipv4_only and ":" in a)))
+        hosts = known or [host]
+    return [f"{scheme}://{f'[{h}]' if ':' in h else h}{suffix}" for h in hosts]
 
 
 def serve(
@@ -123,7 +190,10 @@ def serve(
         scheme = "https"
     shown = f"[{host}]" if ":" in host else host
     url = f"{scheme}://{shown}:{port}"
-    line = setup_token_line(config, url)
+    addresses = []
+    if host in WILDCARDS:
+        addresses = management_addresses(config.state_dir) or interface_addresses(config.netns)
+    line = setup_token_line(config, display_urls(scheme, host, port, addresses))
     print(f"EdgeGuard web UI on {url}", flush=True)
     if line:
         print(line, flush=True)

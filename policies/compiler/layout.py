@@ -287,7 +287,7 @@ class Layout:
         if self.offload:
             all_ifaces = [i for z in self.zone_names for i in self.ifaces[z]]
             lines += [
-                "\tflowtable offload {",
+                "\tflowtable ft {",
                 "\t\thook ingress priority filter",
                 f"\t\tdevices = {{ {', '.join(quoted([i]) for i in all_ifaces)} }}",
                 "\t}",
@@ -343,7 +343,7 @@ class Layout:
         )
         fwd_body = [
             *self.quarantine.forward_lines(),
-            *(["meta l4proto { tcp, udp } flow add @offload"] if self.offload else []),
+            *(["meta l4proto { tcp, udp } flow add @ft"] if self.offload else []),
             _CT_FAST_PATH,
             *self._blocklist_lines("inbound"),
             *self._blocklist_lines("outbound"),

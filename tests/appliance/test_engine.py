@@ -215,5 +215,5 @@ def test_flowtable_offload_is_used_only_where_the_kernel_has_it(tmp_path, polici
     with_ft = Engine(ConfigStore(tmp_path / "a"), MemoryNft(flowtable=True), FakeClock())
     without = Engine(ConfigStore(tmp_path / "b"), MemoryNft(flowtable=False), FakeClock())
     text = with_ft.plan(policies / "small-office.yaml").ruleset.text  # offload: auto (default)
-    assert "flowtable offload {" in text and "flow add @offload" in text
+    assert "flowtable ft {" in text and "flow add @ft" in text
     assert "flowtable" not in without.plan(policies / "small-office.yaml").ruleset.text

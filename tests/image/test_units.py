@@ -42,6 +42,34 @@ def test_controller_loads_the_ruleset_before_the_network() -> None:
     assert run["Unit"]["DefaultDependencies"] == "no"
     # The unit counts as started only once the last good ruleset is loaded (run --once).
     assert " run --once " in run["Service"]["ExecStartPre"] + " "
+    # Ports have their final names before a ruleset naming them (a flowtable's devices) loads.
+    assert "systemd-udev-settle.service" in run["Unit"]["After"].split()
+
+
+def test_first_boot_policy_is_given_to_both_controller_starts() -> None:
+    service = unit("edgeguard-run.service")["Service"]
+    for key in ("ExecStartPre", "ExecStart"):
+        assert "--policy /var/lib/edgeguard/first-policy.yaml" in service[key]
+    firstboot = (IMAGE / "rootfs/opt/edgeguard/lib/firstboot.sh").read_text()
+    assert "-m appliance.firstboot" in firstboot and "configure" in firstboot
+
+
+def test_port_files_reach_networkd_before_it_starts() -> None:
+    net = unit("edgeguard-network.service")
+    assert "systemd-networkd.service" in net["Unit"]["Before"].split()
+    assert {"var-lib-edgeguard.mount", "edgeguard-firstboot.service"} <= set(
+        net["Unit"]["After"].split()
+    )
+    assert "/var/lib/edgeguard/network/" in net["Service"]["ExecStart"]
+    assert "/run/systemd/network" in net["Service"]["ExecStart"]
+    enabled = (IMAGE / "customize.sh").read_text()
+    assert "edgeguard-network.service" in enabled
+
+
+def test_resolver_may_bind_the_lan_address_before_networkd_sets_it() -> None:
+    sysctl = (IMAGE / "rootfs/etc/sysctl.d/60-edgeguard.conf").read_text()
+    assert "net.ipv4.ip_nonlocal_bind = 1" in sysctl
+    assert "net.ipv6.ip_nonlocal_bind = 1" in sysctl
 
 
 def test_firstboot_runs_first_and_once() -> None:

@@ -66,7 +66,7 @@ def test_jumps_come_before_the_fast_path_and_offload() -> None:
         'ip daddr @quarantine4 counter drop comment "quarantined host"',
         'ip6 daddr @quarantine6 counter drop comment "quarantined host"',
     ]
-    assert fwd[5].startswith("meta l4proto { tcp, udp } flow add @offload")
+    assert fwd[5].startswith("meta l4proto { tcp, udp } flow add @ft")
     assert fwd[6].startswith("ct state vmap")
     inp = chain(text, "input")
     assert inp[1:4] == [

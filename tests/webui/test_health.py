@@ -183,3 +183,25 @@ def test_anomalies_from_the_scoring_table_can_be_dismissed(app: Flask) -> None:
         admin.post("/anomalies/1/dismiss", data={"csrf_token": token_of(admin)}).status_code == 404
     )
     assert ui_store(app).audit_log()[0]["action"] == "anomaly-dismissed"
+
+
+def test_edgeguard_services_memory_is_read_from_their_cgroups(tmp_path: Path) -> None:
+    mb = 1_000_000
+    cgroup = _tree(tmp_path / "cgroup", {
+        "system.slice/edgeguard-run.service/memory.current": f"{70 * mb}\n",
+        "system.slice/edgeguard-run.service/memory.stat": f"anon {50 * mb}\nfile {20 * mb}\n",
+        "system.slice/edgeguard-ui.service/memory.current": f"{45 * mb}\n",
+        "system.slice/edgeguard-ui.service/memory.stat": f"anon {40 * mb}\n",
+        "system.slice/ssh.service/memory.current": f"{900 * mb}\n",  # not ours
+    })  # fmt: skip
+    [check] = health.service_memory(cgroup)
+    assert check.value == "115.0 MB (edgeguard-run 70.0, edgeguard-ui 45.0)"
+    assert check.level == "ok"
+    assert "anonymous 90.0 MB" in check.detail and "budget 150 MB" in check.detail
+    (cgroup / "system.slice/edgeguard-ui.service/memory.current").write_text(f"{81 * mb}\n")
+    [check] = health.service_memory(cgroup)
+    assert check.level == "warn"  # 151 MB: over issue #9's budget
+
+
+def test_no_service_memory_outside_systemd(tmp_path: Path) -> None:
+    assert health.service_memory(tmp_path / "no-cgroup") == []

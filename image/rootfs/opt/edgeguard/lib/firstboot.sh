@@ -32,8 +32,48 @@ chown edgeguard:edgeguard "$STATE"
 chmod 0750 "$STATE"
 install -d -o edgeguard -g edgeguard -m 0750 "$STATE/ui"
 
-# 3. TLS certificate for the web UI (self-signed, EC P-256), made as the service user.
-names="localhost 127.0.0.1 $(hostname)"
+# 3. SSH host key on the state partition (sshd itself stays disabled until someone enables it).
+install -d -m 0700 "$STATE/ssh" "$STATE/ssh/authorized_keys"
+[ -f "$STATE/ssh/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N "" -f "$STATE/ssh/ssh_host_ed25519_key"
+
+# 4. What a technician put on the boot partition (/boot/efi/edgeguard/: network.json,
+#    policy.yaml, enrol.json + root.json; docs/image.md). The ESP is root-only (umask 0077):
+#    copy it where the service user can read it, for this boot only.
+ESP_DIR=/boot/efi/edgeguard
+REQ=/run/edgeguard-esp
+rm -rf "$REQ"
+install -d -o edgeguard -g edgeguard -m 0700 "$REQ"
+if [ -d "$ESP_DIR" ]; then
+    find "$ESP_DIR" -maxdepth 1 -type f \( -name '*.json' -o -name '*.yaml' -o -name '*.pem' \) \
+        -exec install -o edgeguard -g edgeguard -m 0600 {} "$REQ/" \;
+fi
+as_eg() { runuser -u edgeguard -- "$VENV/bin/python" -m appliance.firstboot "$@" --esp "$REQ" --state-dir "$STATE"; }
+
+# 5. The first policy (the default on the first two Ethernet ports, or the ESP's) and the
+#    ports' network files. Without them the box would boot into the safe management-only
+#    ruleset: so a failure here leaves first boot undone, to try again at the next boot.
+complete=1
+if out=$(as_eg configure 2>&1); then
+    while IFS= read -r line; do say "$line"; done <<< "$out"
+else
+    complete=
+    while IFS= read -r line; do say "ERROR: $line"; done <<< "$out"
+fi
+
+# 6. Enrolment with the MSP: `edgeguard sync enrol` with enrol.json's values (once).
+if [ -f "$REQ/enrol.json" ] && [ ! -f "$STATE/sync/enrolment.json" ]; then
+    if out=$(as_eg enrol 2>&1); then
+        while IFS= read -r line; do say "$line"; done <<< "$out"
+    else
+        while IFS= read -r line; do say "ERROR: enrolment: $line"; done <<< "$out"
+    fi
+fi
+rm -rf "$REQ"
+
+# 7. TLS certificate for the web UI (self-signed, EC P-256), made as the service user; its
+#    names include the LAN addresses (from step 5) the admin will type.
+lan=$(sed -n 's/^Address=//p' "$STATE/network/10-edgeguard-lan.network" 2>/dev/null | cut -d/ -f1 || true)
+names="localhost 127.0.0.1 $(hostname) $(echo $lan)"
 runuser -u edgeguard -- "$VENV/bin/python" - "$STATE/ui/tls" $names <<'PY'
 import sys
 from pathlib import Path
@@ -43,19 +83,12 @@ print(f"TLS certificate {cert}")
 PY
 fp=$(openssl x509 -in "$STATE/ui/tls/cert.pem" -noout -fingerprint -sha256 2>/dev/null | cut -d= -f2 || true)
 
-# 4. SSH host key on the state partition (sshd itself stays disabled until someone enables it).
-install -d -m 0700 "$STATE/ssh" "$STATE/ssh/authorized_keys"
-[ -f "$STATE/ssh/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N "" -f "$STATE/ssh/ssh_host_ed25519_key"
-
-# 5. Enrolment dropped on the boot partition by a technician (enrol.json: the arguments of
-#    `edgeguard sync enrol`). Wiring it to the agent is the next slice; keep a copy for now.
-if [ -f /boot/efi/edgeguard/enrol.json ]; then
-    install -o edgeguard -g edgeguard -m 0600 /boot/efi/edgeguard/enrol.json "$STATE/enrol-request.json"
-    say "enrolment request found on the boot partition (kept in $STATE/enrol-request.json)"
+if [ -z "$complete" ]; then
+    say "first boot incomplete (see above): the box runs the safe management-only ruleset"
+    exit 0
 fi
-
 touch "$STATE/.firstboot-done"
-addrs=$(ip -brief -4 addr show scope global 2>/dev/null | awk '{print $3}' | cut -d/ -f1 | tr '\n' ' ')
-say "ready. Web UI: https://<this box>:443/setup  ${addrs:+(addresses now: $addrs)}"
+first_lan=$(echo $lan | cut -d' ' -f1)
+say "ready. Web UI from the LAN: https://${first_lan:-<this box>}/setup"
 say "TLS certificate SHA-256 fingerprint: ${fp:-unknown}"
 say "the one-time setup token is printed by edgeguard-ui on this console at its start"
