@@ -9,10 +9,11 @@
 #
 # The image file itself is not changed: the test boots a copy (grown by 256 MiB, as a card
 # bigger than the image is), with network.json, enrol.json and root.json put on the copy's
-# boot partition as a technician would. Addresses: 192.0.2.0/24 and 2001:db8:0:10::/64 (LAN),
-# 203.0.113.0/24 and 198.51.100.0/24 (WAN, "internet"). Nothing is configured in this
-# machine's own network namespace: every tap, address and route lives in the namespaces,
-# which are deleted on exit (trap), failed or not.
+# boot partition as a technician would; the WAN gets its address by DHCP (the default).
+# Addresses: 192.0.2.0/24 and 2001:db8:0:10::/64 (LAN), 203.0.113.0/24 and 198.51.100.0/24
+# (WAN, "internet"). Nothing is configured in this machine's own network namespace: every
+# tap, address and route lives in the namespaces, which are deleted on exit (trap), failed
+# or not.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=$(cd "$HERE/.." && pwd)
@@ -45,7 +46,7 @@ NS_WAN=egimg$$-wan
 NS_LAN=egimg$$-lan
 QEMU_PID= DNSMASQ_PID= HTTP_PID=
 LAN_BOX=192.0.2.1 LAN_CLIENT=192.0.2.10 WAN_BOX=203.0.113.2 WAN_GW=203.0.113.1
-INET_SERVER=198.51.100.80 BAD_NAME=internetbadguys.com
+INET_SERVER=198.51.100.80 BAD_NAME=internetbadguys.com WAN_MAC=52:54:00:eb:00:01
 ADMIN=admin PASSWORD="image-test-$RANDOM-$RANDOM-pw"
 
 stop_wan_services() {
@@ -72,9 +73,9 @@ part_field() {  # part_field N start|size: in bytes, from the GPT
 }
 ESP_AT=$(part_field 1 start)
 mkdir -p "$RUN/esp" "$RUN/msp" "$RUN/www"
+# WAN: the default (DHCP: dnsmasq in the WAN namespace leases $WAN_BOX to the WAN NIC's MAC).
 cat > "$RUN/esp/network.json" <<JSON
 {"site": "image-test",
- "wan": {"addresses": ["$WAN_BOX/24"], "gateway": "$WAN_GW"},
  "lan": {"addresses": ["$LAN_BOX/24", "2001:db8:0:10::1/64"]},
  "upstreams": ["$WAN_GW:53"]}
 JSON
@@ -116,7 +117,7 @@ boot() {  # boot N: start qemu in the LAN namespace; its WAN tap is then moved t
         -drive if=pflash,format=raw,file="$RUN/vars.fd" \
         -drive if=virtio,format=raw,file="$DISK" \
         -netdev tap,id=wan,ifname=egwan,script=no,downscript=no \
-        -device virtio-net-pci,netdev=wan,mac=52:54:00:eb:00:01,bus=pcie.0,addr=0x10 \
+        -device virtio-net-pci,netdev=wan,mac=$WAN_MAC,bus=pcie.0,addr=0x10 \
         -netdev tap,id=lan,ifname=eglan,script=no,downscript=no \
         -device virtio-net-pci,netdev=lan,mac=52:54:00:eb:00:02,bus=pcie.0,addr=0x11 \
         -serial file:"$LOG" -monitor unix:"$RUN/monitor.sock",server,nowait \
@@ -134,10 +135,13 @@ boot() {  # boot N: start qemu in the LAN namespace; its WAN tap is then moved t
     ip -n "$NS_LAN" addr replace "$LAN_CLIENT/24" dev eglan
     ip -n "$NS_LAN" addr replace 2001:db8:0:10::10/64 dev eglan nodad
     ip -n "$NS_LAN" route replace default via "$LAN_BOX"
-    # The "internet": dnsmasq answers two names itself (no upstream), a plain web server.
-    # $BAD_NAME resolves here, so only the box's filter can make it NXDOMAIN for the LAN.
-    ip netns exec "$NS_WAN" dnsmasq --keep-in-foreground --no-resolv --no-hosts --no-dhcp-interface=egwan \
-        --bind-interfaces --listen-address="$WAN_GW" --user=root --group=root \
+    # The "internet": dnsmasq is the ISP's DHCP server (the box's WAN address) and the upstream
+    # DNS answering two names itself; a plain web server. $BAD_NAME resolves here, so only the
+    # box's filter can make it NXDOMAIN for the LAN.
+    ip netns exec "$NS_WAN" dnsmasq --keep-in-foreground --no-resolv --no-hosts \
+        --bind-interfaces --interface=egwan --except-interface=lo --user=root --group=root \
+        --dhcp-range="$WAN_BOX,$WAN_BOX,255.255.255.0,10m" --dhcp-host="$WAN_MAC,$WAN_BOX" \
+        --dhcp-option=option:router,"$WAN_GW" --dhcp-leasefile="$RUN/leases-$n" \
         --address=/upstream.example.net/"$INET_SERVER" --address=/$BAD_NAME/198.51.100.66 \
         --log-queries --log-facility="$RUN/dnsmasq-$n.log" &
     DNSMASQ_PID=$!
@@ -236,6 +240,8 @@ check "the box blocks $BAD_NAME (malware-phishing)" "NXDOMAIN" \
     "$(in_lan $PROBE dns "$LAN_BOX" "$BAD_NAME")"
 check "DNS over IPv6 on the LAN address" "NOERROR $INET_SERVER" \
     "$(in_lan $PROBE dns 2001:db8:0:10::1 upstream.example.net || true)"
+check "not an open resolver: no DNS answer on the WAN" "no answer" \
+    "$(in_wan $PROBE dns "$WAN_BOX" upstream.example.net || true)"
 check "HTTPS setup page from the LAN" "200 /setup" "$(in_lan $PROBE get "https://$LAN_BOX/setup" --wait 60 || true)"
 printf "  %-40s %6ss\n" "boot 1: setup page answering over HTTPS" "$(since "$START")"
 check "ruleset: LAN to a closed box port is dropped" "timeout" \
@@ -246,6 +252,7 @@ check "forwarding: LAN client fetches from the internet" "200 /ok.txt" \
     "$(in_lan $PROBE get "http://$INET_SERVER:8080/ok.txt" || true)"
 check "NAT: the web server saw the box's WAN address" "*$WAN_BOX*" \
     "$(grep -a 'GET /ok.txt' "$RUN/http-1.log" | head -1)"
+check "the WAN address came by DHCP (default)" "*$WAN_MAC $WAN_BOX*" "$(cat "$RUN/leases-1" 2>/dev/null)"
 banner_fp=$(grep -ao "fingerprint: [0-9A-F:]*" "$LOG" | head -1 | cut -d' ' -f2)
 cert1=$(in_lan $PROBE cert "$LAN_BOX" 443)
 check "served certificate = the console banner's" "$banner_fp" "$cert1"
