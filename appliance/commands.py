@@ -18,19 +18,13 @@ from pathlib import Path
 from appliance.atomic import write_atomic
 from appliance.engine import AdminAccess, Engine
 from appliance.errors import ApplianceError
-from appliance.nft import LibNftables
 from appliance.runtime import DnsRuntime
+from appliance.state_dir import DEFAULT_STATE_DIR, engine_for, start_watchdog
 from appliance.store import ConfigStore
 from dns_filter.errors import DnsFilterError
 from policies.errors import PolicyError, PolicyValidationError
 from policies.loader import parse_policy
 from policies.model import Policy
-
-DEFAULT_STATE_DIR = Path(os.environ.get("EDGEGUARD_STATE", "/var/lib/edgeguard"))
-
-
-def engine_for(args: argparse.Namespace) -> Engine:
-    return Engine(ConfigStore(args.state_dir), LibNftables())
 
 
 def _admin(args: argparse.Namespace) -> AdminAccess | None:
@@ -85,20 +79,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
     else:
         print(f"applied version {version.id}")
     return 0
-
-
-def start_watchdog(state_dir: Path) -> None:
-    """A detached process that rolls back at the deadline even if this shell goes away."""
-    log = open(Path(state_dir) / "watchdog.log", "a")  # noqa: SIM115 - handed to the child
-    subprocess.Popen(  # noqa: S603 - fixed argv: our own interpreter and module
-        [sys.executable, "-m", "appliance.cli", "watchdog", "--state-dir", str(state_dir)],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-        close_fds=True,
-    )
-    log.close()
 
 
 def cmd_watchdog(args: argparse.Namespace) -> int:
@@ -206,7 +186,7 @@ def _start_child(args: list[str]) -> subprocess.Popen[bytes]:
     work kept away from the resolver's GIL; conntrack is per namespace) and, when enrolled,
     the MSP sync agent. Both follow the store's live version themselves."""
     return subprocess.Popen(  # noqa: S603 - fixed argv: our own interpreter and module
-        [sys.executable, "-m", "appliance.cli", *args]
+        [sys.executable, "-m", "appliance.child", *args]
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from appliance.cli import DEFAULT_POLICY, SubCommands
 from appliance.cli import main as appliance_main
-from appliance.commands import DEFAULT_STATE_DIR
+from appliance.state_dir import DEFAULT_STATE_DIR
 from webui.config import UiConfig
 from webui.fleet.serve_cmd import add_fleet_commands
 

@@ -22,9 +22,9 @@ from flask import Blueprint, current_app, flash, g, jsonify, redirect, render_te
 from flask import url_for as flask_url_for
 from werkzeug.wrappers import Response
 
-from appliance.commands import start_watchdog
 from appliance.engine import AdminAccess, Engine, Plan
 from appliance.errors import ApplianceError, ApplyError
+from appliance.state_dir import start_watchdog
 from appliance.store import PendingConfirm, StoreError, Version
 from policies.errors import PolicyError, PolicyValidationError
 from webui import msp_lock

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from appliance.anomaly.quarantine import QuarantineManager, describe
 from appliance.anomaly.store import AnomalyStore
-from appliance.commands import DEFAULT_STATE_DIR
 from appliance.errors import ApplianceError
+from appliance.state_dir import DEFAULT_STATE_DIR
 
 EXIT_OK, EXIT_FAILED = 0, 1
 

@@ -86,7 +86,7 @@ def cmd_anomaly_serve(args: argparse.Namespace) -> int:
 
 
 def add_anomaly_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from appliance.commands import DEFAULT_STATE_DIR
+    from appliance.state_dir import DEFAULT_STATE_DIR
 
     p = sub.add_parser("anomaly", help="live anomaly scoring")
     inner = p.add_subparsers(dest="anomaly_command", required=True)

@@ -15,9 +15,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from appliance.commands import DEFAULT_STATE_DIR, engine_for, start_watchdog
 from appliance.engine import Engine
 from appliance.errors import ApplianceError
+from appliance.state_dir import DEFAULT_STATE_DIR, engine_for, start_watchdog
 from appliance.sync.agent import SyncAgent, next_delay
 from appliance.sync.checkin import HealthProbe
 from appliance.sync.errors import SyncError

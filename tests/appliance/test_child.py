@@ -1,0 +1,31 @@
+"""The controller's children start through ``appliance.child``, which imports only their own
+command: the same arguments as ``edgeguard``, a fraction of the memory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from appliance.child import main
+
+
+def test_a_child_imports_neither_the_resolver_nor_the_other_commands() -> None:
+    code = (
+        "import sys\n"
+        "from appliance.child import main\n"
+        "try:\n    main(['anomaly', 'serve', '--help'])\n"
+        "except SystemExit:\n    pass\n"
+        "heavy = [m for m in ('appliance.runtime', 'dns_filter.server', 'appliance.lab',"
+        " 'appliance.webfilter', 'webui') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_anything_but_anomaly_or_sync_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["dns", "serve"])
+    assert "a child runs 'anomaly ...' or 'sync ...'" in capsys.readouterr().err
