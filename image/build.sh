@@ -4,7 +4,8 @@
 #   image/build.sh [amd64]          (make image ARCH=amd64)
 #
 # Output: dist/edgeguard-<version>-<arch>.img, .img.zst and .sha256. Needs root (mmdebstrap in
-# root mode, chroot) and the Debian packages named below; downloads nothing but Debian packages.
+# root mode, chroot) and the Debian packages named below; downloads nothing but Debian packages:
+# the Python runtime dependencies are Debian's too, and our wheel goes in with --no-deps.
 # Environment: MIRROR (Debian mirror URL), WORK (scratch dir, default /tmp/edgeguard-image-<arch>),
 # STATE_MB (initial state partition size, default 256), ZSTD_LEVEL (default 10).
 set -euo pipefail
@@ -41,9 +42,7 @@ done
 [ ${#missing[@]} -eq 0 ] || die "missing tools; install them with: apt-get install ${missing[*]}"
 
 VENV_PY=$TOP/.venv/bin/python
-[ -x "$VENV_PY" ] || die "no $TOP/.venv: run 'make setup' first (its packages are vendored into the image)"
-[ "$("$VENV_PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = 3.11 ] \
-    || die ".venv is not Python 3.11 (bookworm's): its compiled packages would not load in the image"
+[ -x "$VENV_PY" ] || die "no $TOP/.venv: run 'make setup' first (it builds our wheel)"
 
 VERSION=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$TOP/pyproject.toml")
 NAME=edgeguard-$VERSION-$ARCH
@@ -52,7 +51,7 @@ rm -rf "$WORK"
 mkdir -p "$WORK" "$DIST"
 ROOT=$WORK/rootfs
 
-# 1. Our wheel (no dependencies: those come from Debian or the vendored staging below).
+# 1. Our wheel (pure Python; no dependencies: those are Debian's packages, below).
 say "wheel from $TOP"
 # Built from a copy, so setuptools' build/ and egg-info never touch the working tree.
 mkdir -p "$WORK/src"
@@ -63,21 +62,26 @@ tar -C "$TOP" --exclude=./.venv --exclude=./.git --exclude=./dist --exclude=./bu
     -w "$WORK/wheels" "$WORK/src" >/dev/null
 WHEEL=$(ls "$WORK"/wheels/edgeguard-*.whl)
 
-# 2. Runtime dependencies from the project venv (already installed there by `make setup`).
-say "vendoring runtime dependencies from .venv"
-"$VENV_PY" "$HERE/vendor_deps.py" "$WORK/site-packages"
+# 2. (was: vendoring from .venv) Nothing from PyPI goes into the image: our runtime dependencies
+# are Debian's own packages (PYTHON_PACKAGES), security-patched by Debian and updated by
+# unattended-upgrades like the rest of the system; pyproject.toml's lower bounds are what
+# bookworm ships. tests/image/test_units.py checks this list against pyproject.toml.
+PYTHON_PACKAGES=(
+    python3-yaml python3-dnslib python3-flask python3-gunicorn python3-cryptography
+    python3-ruamel.yaml python3-scapy python3-nftables
+)
 
 # 3. The root filesystem.
 PACKAGES=(
     systemd-sysv udev dbus linux-image-cloud-amd64 initramfs-tools systemd-boot-efi
-    nftables python3 python3-venv python3-nftables python3-yaml iproute2 fdisk e2fsprogs
+    nftables python3 python3-venv "${PYTHON_PACKAGES[@]}" iproute2 fdisk e2fsprogs
     unattended-upgrades ca-certificates openssl openssh-server netbase
 )
 say "mmdebstrap $SUITE minbase: ${PACKAGES[*]}"
 t=$(date +%s)
 mmdebstrap --variant=minbase --arch="$ARCH" --mode=root --format=directory \
     --include="$(IFS=,; echo "${PACKAGES[*]}")" \
-    --customize-hook="\"$HERE/customize.sh\" \"\$1\" \"$HERE\" \"$WHEEL\" \"$WORK/site-packages\"" \
+    --customize-hook="\"$HERE/customize.sh\" \"\$1\" \"$HERE\" \"$WHEEL\" \"$ARCH\"" \
     "$SUITE" "$ROOT" \
     "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" \
     "deb $SECURITY_MIRROR $SUITE-security main"
