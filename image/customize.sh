@@ -39,6 +39,33 @@ in_root systemctl enable edgeguard-firstboot.service edgeguard-run.service edgeg
 in_root systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true
 rm -f "$ROOT"/etc/ssh/ssh_host_*   # each box makes its own (first boot, on the state partition)
 
+if [ "$ARCH" = arm64 ]; then
+    step "Raspberry Pi: cmdline.txt (root by label, read-only, serial console), firmware partition"
+    # raspi-firmware's hooks rewrite /boot/firmware/config.txt and cmdline.txt from these files
+    # at every kernel or initramfs update. Its line is "<consoles> root=$ROOTPART rw ... rootwait
+    # <extra>": the extra "ro" comes after its "rw", and the kernel takes the last one. The last
+    # console gets the boot log and the UI's setup-token line: the Pi 3/4 serial port (ttyS1).
+    # CMA=0: no cma= at all. The hook leaves it out on a Pi 4 (where cma=64M can stop the boot)
+    # but cannot tell the board in a chroot; a headless box needs no graphics memory pool.
+    cat >> "$ROOT/etc/default/raspi-firmware" <<'CONF'
+
+# EdgeGuard image (image/customize.sh)
+ROOTPART="LABEL=EG-ROOT"
+CONSOLES="tty0 ttyS1,115200"
+GPU_FREQ=360
+CMA=0
+CONF
+    echo "ro" > "$ROOT/etc/default/raspi-extra-cmdline"
+    # The Pi 4's mini UART takes its clock from the GPU: a fixed core clock keeps the serial
+    # console's baud rate (Debian's GPU_FREQ does this only when the hook runs on a Pi 4).
+    printf '[pi4]\ncore_freq=360\n[all]\n' > "$ROOT/etc/default/raspi-firmware-custom"
+    in_root env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware
+    # The firmware partition is mounted where those hooks write (amd64's ESP is /boot/efi).
+    sed -i 's|^LABEL=EG-ESP .*|LABEL=RASPIFIRM        /boot/firmware       vfat  ro,noauto,x-systemd.automount,umask=0077 0 2|' \
+        "$ROOT/etc/fstab"
+    grep -q '^LABEL=RASPIFIRM ' "$ROOT/etc/fstab" || { echo "customize: fstab has no EG-ESP line" >&2; exit 1; }
+fi
+
 step "no passwords, machine identity made at boot, hostname"
 in_root passwd -l root >/dev/null
 : > "$ROOT/etc/machine-id"

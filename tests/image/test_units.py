@@ -78,6 +78,7 @@ def test_state_partition_and_readonly_root_in_fstab() -> None:
         "build.sh",
         "customize.sh",
         "test.sh",
+        "test-arm64.sh",
         "rootfs/opt/edgeguard/lib/firstboot.sh",
     ],
 )
@@ -116,3 +117,38 @@ def test_our_wheel_goes_in_alone_and_debian_must_meet_its_bounds() -> None:
     assert "venv/bin/pip check" in customize  # fails the build if Debian's are too old
     assert not (IMAGE / "vendor_deps.py").exists()
     assert "site-packages" not in (IMAGE / "build.sh").read_text()
+
+
+@pytest.mark.parametrize(
+    ("arch", "needed"),
+    [
+        ("amd64", {"linux-image-cloud-amd64", "systemd-boot-efi"}),
+        ("arm64", {"linux-image-arm64", "raspi-firmware"}),
+    ],
+)
+def test_each_architecture_gets_its_kernel_and_boot_packages(arch: str, needed: set[str]) -> None:
+    build = (IMAGE / "build.sh").read_text()
+    branch = re.search(rf"^\s+{arch}\) BOOT_PACKAGES=\(([^)]*)\)", build, re.M)
+    assert branch, f"no BOOT_PACKAGES for {arch} in build.sh"
+    assert set(branch.group(1).split()) == needed
+
+
+def test_arm64_boots_the_read_only_root_by_label_with_a_serial_console() -> None:
+    """raspi-firmware writes cmdline.txt from /etc/default/raspi-firmware (and its extra
+    file): the root by label and read-only, as fstab has it, and the Pi's serial port."""
+    customize = (IMAGE / "customize.sh").read_text()
+    assert 'ROOTPART="LABEL=EG-ROOT"' in customize
+    extra = re.search(
+        r'^\s*echo "([^"]*)" > "\$ROOT/etc/default/raspi-extra-cmdline"', customize, re.M
+    )
+    assert extra, "no raspi-extra-cmdline in customize.sh"
+    assert "ro" in extra.group(1).split() and "rw" not in extra.group(1).split()
+    consoles = re.search(r'^CONSOLES="([^"]*)"', customize, re.M)
+    assert consoles, "no CONSOLES= for raspi-firmware in customize.sh"
+    assert consoles.group(1).split()[-1] == "ttyS1,115200"  # the last gets the boot log
+    # No cma= (raspi-firmware's CMA=0): what its hook does on a Pi 4, where cma=64M can stop
+    # the boot; in the build chroot it cannot tell a Pi 4 and would write cma=64M.
+    assert re.search(r"^CMA=0$", customize, re.M)
+    # The firmware partition is mounted where raspi-firmware's hooks write.
+    assert re.search(r"LABEL=RASPIFIRM\s+/boot/firmware\s+vfat", customize)
+    assert "mkfs.vfat -F 32 -n RASPIFIRM" in (IMAGE / "build.sh").read_text()
