@@ -7,7 +7,9 @@
 # root mode, chroot) and the Debian packages named below; downloads nothing but Debian packages:
 # the Python runtime dependencies are Debian's too, and our wheel goes in with --no-deps.
 # arm64 on another host runs the image's programs through qemu-user (binfmt_misc), set up here.
-# Environment: MIRROR (Debian mirror URL), WORK (scratch dir, default /tmp/edgeguard-image-<arch>),
+# Environment: MIRROR (Debian mirror URL; a snapshot.debian.org/archive/debian/<time> URL pins the
+# package versions), SOURCE_DATE_EPOCH (default: the last commit's time), WORK (scratch dir,
+# default /tmp/edgeguard-image-<arch>),
 # STATE_MB (initial state partition size, default 256), ZSTD_LEVEL (default 10).
 set -euo pipefail
 
@@ -86,6 +88,14 @@ VENV_PY=$TOP/.venv/bin/python
 
 VERSION=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$TOP/pyproject.toml")
 NAME=edgeguard-$VERSION-$ARCH
+
+# Reproducible bytes: one time for every timestamp (mmdebstrap, the wheel's zip, byte code as
+# checked hashes, mtools, e2fsprogs, the rootfs's build-time files) and UUIDs derived from the
+# image name, so two builds from the same mirror state can be compared byte for byte. The
+# filesystems are found by label, so boxes sharing these UUIDs is harmless.
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$TOP" log -1 --format=%ct 2>/dev/null || date +%s)}
+export SOURCE_DATE_EPOCH E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH
+uuid_for() { python3 -c 'import sys, uuid; print(uuid.uuid5(uuid.NAMESPACE_URL, sys.argv[1]))' "edgeguard-image:$NAME:$1"; }
 say "building $NAME (work dir $WORK)"
 rm -rf "$WORK"
 mkdir -p "$WORK" "$DIST"
@@ -126,6 +136,11 @@ mmdebstrap --variant=minbase --arch="$ARCH" --mode=root --format=directory \
     "deb $MIRROR $SUITE $COMPONENTS" "deb $MIRROR $SUITE-updates $COMPONENTS" \
     "deb $SECURITY_MIRROR $SUITE-security $COMPONENTS"
 say "rootfs done in $(( $(date +%s) - t ))s: $(du -sh "$ROOT" | cut -f1)"
+# Files made during the build get SOURCE_DATE_EPOCH. Not Debian's *.py: their byte code
+# (compiled by the postinsts against the packaged mtime) would go stale on the read-only root;
+# our venv's byte code is checked-hash (SOURCE_DATE_EPOCH is set), so its mtimes do not matter.
+find "$ROOT" -xdev -newermt "@$SOURCE_DATE_EPOCH" \( ! -name '*.py' -o -path "$ROOT/opt/edgeguard/*" \) \
+    -print0 | xargs -0r touch --no-dereference --date="@$SOURCE_DATE_EPOCH"
 
 # 4. Boot partition, with the kernel and initrd from the rootfs. amd64: an ESP with
 # systemd-boot. arm64: the Raspberry Pi firmware partition (RASPIFIRM) as raspi-firmware's hooks
@@ -146,7 +161,8 @@ if [ "$ARCH" = arm64 ]; then
         && [[ " ${words[*]} " == *" console=ttyS1,115200 root="* ]] \
         || die "unexpected /boot/firmware/cmdline.txt: ${words[*]}"
     say "firmware partition ($ESP_MB MiB, RASPIFIRM): $(ls "$FW" | wc -l) files, $(cat "$FW/cmdline.txt")"
-    mkfs.vfat -F 32 -n RASPIFIRM -C "$ESP" $(( ESP_MB * 1024 )) >/dev/null
+    mkfs.vfat -F 32 -n RASPIFIRM --invariant -i "$(uuid_for boot | cut -c1-8)" -C "$ESP" \
+        $(( ESP_MB * 1024 )) >/dev/null
     mcopy -i "$ESP" -s -p -Q "$FW"/* ::/
     # In the root, /boot/firmware is only the partition's mount point: no second copy.
     find "$FW" -mindepth 1 -delete
@@ -155,7 +171,8 @@ else
     [ -f "$SDBOOT" ] || die "no $SDBOOT (systemd-boot-efi)"
     CMDLINE="root=LABEL=EG-ROOT ro rootwait console=tty0 console=ttyS0,115200 quiet systemd.show_status=1"
     say "ESP ($ESP_MB MiB): systemd-boot, $(basename "$KERNEL")"
-    mkfs.vfat -F 32 -n EG-ESP -C "$ESP" $(( ESP_MB * 1024 )) >/dev/null
+    mkfs.vfat -F 32 -n EG-ESP --invariant -i "$(uuid_for boot | cut -c1-8)" -C "$ESP" \
+        $(( ESP_MB * 1024 )) >/dev/null
     cat > "$WORK/loader.conf" <<CONF
 default edgeguard.conf
 timeout 0
@@ -179,13 +196,23 @@ fi
 # 5. Root (read-only at run time) and state filesystems, filled without mounting.
 ROOT_MB=$(( $(du -sm "$ROOT" | cut -f1) * 115 / 100 + 64 ))
 say "root ext4 ($ROOT_MB MiB, label EG-ROOT)"
-mkfs.ext4 -q -L EG-ROOT -d "$ROOT" -E lazy_itable_init=0,lazy_journal_init=0 \
+mkfs.ext4 -q -L EG-ROOT -d "$ROOT" -U "$(uuid_for root)" \
+    -E lazy_itable_init=0,lazy_journal_init=0,hash_seed="$(uuid_for root-hash)" \
     "$WORK/root.img" "${ROOT_MB}M"
+# mkfs.ext4 -d copies each file's ctime and atime, which the kernel set while the build ran:
+# set both to SOURCE_DATE_EPOCH in the new filesystem (debugfs, ~1 s for ~17k files).
+stamp=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S)
+(cd "$ROOT" && find . -xdev -printf '%P\n') \
+    | awk -v t="$stamp" '{ printf "sif \"/%s\" ctime %s\nsif \"/%s\" atime %s\n", $0, t, $0, t }' \
+    > "$WORK/times.debugfs"
+debugfs -w -f "$WORK/times.debugfs" "$WORK/root.img" >/dev/null 2>"$WORK/times.err"
+! grep -v '^debugfs [0-9]' "$WORK/times.err" || die "debugfs could not set the times above"
 EG_UID=$(awk -F: '$1=="edgeguard"{print $3}' "$ROOT/etc/passwd")
 EG_GID=$(awk -F: '$1=="edgeguard"{print $4}' "$ROOT/etc/passwd")
 [ -n "$EG_UID" ] || die "no edgeguard user in the image"
 say "state ext4 ($STATE_MB MiB, label EDGEGUARD-STATE, owner $EG_UID:$EG_GID; grown on first boot)"
-mkfs.ext4 -q -L EDGEGUARD-STATE -E root_owner=$EG_UID:$EG_GID,lazy_itable_init=0,lazy_journal_init=0 \
+mkfs.ext4 -q -L EDGEGUARD-STATE -U "$(uuid_for state)" \
+    -E root_owner=$EG_UID:$EG_GID,lazy_itable_init=0,lazy_journal_init=0,hash_seed="$(uuid_for state-hash)" \
     "$WORK/state.img" "${STATE_MB}M"
 
 # 6. The disk: boot partition, root, state (last, so it can grow). amd64: GPT, ESP and the
@@ -198,6 +225,7 @@ truncate -s "${DISK_MB}M" "$IMG"
 if [ "$ARCH" = arm64 ]; then
     sfdisk -q "$IMG" <<PARTS
 label: dos
+label-id: 0x$(uuid_for disk | cut -c1-8)
 start=1MiB, size=${ESP_MB}MiB, type=c, bootable
 size=${ROOT_MB}MiB, type=83
 size=${STATE_MB}MiB, type=83
@@ -205,9 +233,10 @@ PARTS
 else
     sfdisk -q "$IMG" <<PARTS
 label: gpt
-start=1MiB, size=${ESP_MB}MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=EG-ESP
-size=${ROOT_MB}MiB, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name=EG-ROOT
-size=${STATE_MB}MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=EDGEGUARD-STATE
+label-id: $(uuid_for disk)
+start=1MiB, size=${ESP_MB}MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=EG-ESP, uuid=$(uuid_for p1)
+size=${ROOT_MB}MiB, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name=EG-ROOT, uuid=$(uuid_for p2)
+size=${STATE_MB}MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=EDGEGUARD-STATE, uuid=$(uuid_for p3)
 PARTS
 fi
 off=1
