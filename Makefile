@@ -47,10 +47,11 @@ bench: setup
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-# The appliance disk image (docs/image.md): Debian bookworm + our wheel, GPT, systemd-boot,
-# read-only root, state partition. Needs root; not part of `make test`.
+# The appliance disk image (docs/image.md): Debian bookworm's packages + our wheel, read-only
+# root, state partition; amd64: GPT + systemd-boot, arm64 (Raspberry Pi 3/4): MBR + Debian's
+# raspi-firmware, built through qemu-user (binfmt). Needs root; not part of `make test`.
 ARCH ?= amd64
-.PHONY: image image-test
+.PHONY: image image-test image-test-arm64
 image: setup
 	image/build.sh $(ARCH)
 
@@ -58,3 +59,8 @@ image: setup
 # makes, checks it from the LAN, reboots it and checks its state survived (~3-4 min, root).
 image-test:
 	image/test.sh
+
+# Boots the arm64 image's root (generic arm64 kernel, qemu -M virt, TCG) to the setup-token
+# line; the Raspberry Pi firmware path itself can only be checked on a Pi.
+image-test-arm64:
+	image/test-arm64.sh

@@ -7,7 +7,7 @@ import importlib
 import secrets
 from pathlib import Path
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Request, Response, jsonify, render_template, request
 
 from appliance.nft import NftBackend
 from webui import security
@@ -41,6 +41,27 @@ BLUEPRINT_MODULES = (
 )
 
 
+class UploadLimitRequest(Request):
+    """Flask's request whose upload limit can be raised for one request (the backup restore
+    does, before its form is read).
+
+    Flask 3.1 has this setter itself; Debian bookworm's Flask 2.2, which the appliance image
+    runs on, only reads the app-wide ``MAX_CONTENT_LENGTH``. The same rule on both: the limit
+    set on this request wins, else the app's."""
+
+    _own_limit: int | None = None
+
+    @property
+    def max_content_length(self) -> int | None:
+        if self._own_limit is not None:
+            return self._own_limit
+        return super().max_content_length
+
+    @max_content_length.setter
+    def max_content_length(self, value: int | None) -> None:
+        self._own_limit = value
+
+
 def _secret_key(path: Path) -> bytes:
     """A per-box key for signing session cookies, made once, readable by root only."""
     key_file = path / "secret.key"
@@ -53,6 +74,7 @@ def _secret_key(path: Path) -> bytes:
 
 def create_app(config: UiConfig, *, nft: NftBackend | None = None) -> Flask:
     app = Flask(__name__)
+    app.request_class = UploadLimitRequest
     ui = config.ui_path
     ui_store = UiStore(ui / "ui.db")
     app.extensions["edgeguard_store"] = ui_store

@@ -16,6 +16,7 @@ A packet that cannot be read (cut before its ports, not IP, a damaged record) is
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import socket
@@ -23,7 +24,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from appliance.anomaly.records import ICMP, ICMPV6, TCP, UDP
 from appliance.errors import AnomalyError
@@ -276,12 +277,19 @@ def open_capture(path: Path) -> Any:
     from scapy.utils import RawPcapReader
 
     try:
-        f = path.open("rb")  # opened here: scapy leaks its own file when the magic is wrong
+        f: Any = path.open("rb")  # opened here: scapy leaks its own file when the magic is wrong
+        if f.read(2) == b"\x1f\x8b":
+            # Unzipped here: scapy before 2.6 (Debian bookworm's 2.5) unzips only the files it
+            # opens by name, and reads a gzipped file object as a damaged capture.
+            f.close()
+            f = gzip.open(path, "rb")  # noqa: SIM115 (the reader owns it and closes it)
+        else:
+            f.seek(0)
     except OSError as exc:
         raise AnomalyError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     logger, level = _quiet_scapy()
     try:
-        return RawPcapReader(cast(Any, f))  # scapy's hints say str; it takes files
+        return RawPcapReader(f)  # scapy's hints say str; it takes files
     except (Scapy_Exception, OSError, EOFError) as exc:
         f.close()
         raise AnomalyError(f"{path}: not a readable pcap or pcapng capture ({exc})") from exc

@@ -4,13 +4,19 @@ nothing outside this tree. Booting the image is `make image-test` (docs/image.md
 from __future__ import annotations
 
 import configparser
+import re
+import shlex
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
 IMAGE = Path(__file__).resolve().parents[2] / "image"
 UNITS = IMAGE / "units"
+PYPROJECT = IMAGE.parent / "pyproject.toml"
+# Debian names a Python distribution python3-<import name>; the exceptions:
+DEBIAN_NAME = {"pyyaml": "python3-yaml"}
 
 
 def unit(name: str) -> configparser.RawConfigParser:
@@ -95,7 +101,14 @@ def test_state_partition_and_readonly_root_in_fstab() -> None:
 
 
 @pytest.mark.parametrize(
-    "script", ["build.sh", "customize.sh", "test.sh", "rootfs/opt/edgeguard/lib/firstboot.sh"]
+    "script",
+    [
+        "build.sh",
+        "customize.sh",
+        "test.sh",
+        "test-arm64.sh",
+        "rootfs/opt/edgeguard/lib/firstboot.sh",
+    ],
 )
 def test_scripts_are_strict_bash_and_parse(script: str) -> None:
     path = IMAGE / script
@@ -103,3 +116,67 @@ def test_scripts_are_strict_bash_and_parse(script: str) -> None:
     assert text.startswith("#!/bin/bash\n")
     assert "set -euo pipefail" in text
     subprocess.run(["bash", "-n", str(path)], check=True)
+
+
+def bash_array(script: str, name: str) -> list[str]:
+    """The words of ``NAME=( ... )`` in an image script (a plain list, no expansions)."""
+    found = re.search(rf"^{name}=\((.*?)\)", (IMAGE / script).read_text(), re.M | re.S)
+    assert found, f"no {name}=( ... ) in {script}"
+    return shlex.split(found.group(1), comments=True)
+
+
+def test_every_runtime_dependency_is_a_debian_package_in_the_image() -> None:
+    """Nothing from PyPI goes into the image: each of pyproject.toml's runtime dependencies
+    is installed from Debian, and the image installs no Python package we do not need."""
+    deps = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ \[;]", dep, maxsplit=1)[0].lower() for dep in deps}
+    wanted = {DEBIAN_NAME.get(name, f"python3-{name}") for name in names}
+    image = set(bash_array("build.sh", "PYTHON_PACKAGES"))
+    assert wanted <= image, f"not installed from Debian: {sorted(wanted - image)}"
+    # python3-nftables is the one more: Debian's binding to its libnftables, not on PyPI.
+    assert image - wanted == {"python3-nftables"}
+
+
+def test_our_wheel_goes_in_alone_and_debian_must_meet_its_bounds() -> None:
+    customize = (IMAGE / "customize.sh").read_text()
+    install = re.search(r"venv/bin/pip install ([^\n]*\\\n[^\n]*)", customize)
+    assert install, "no pip install of our wheel in customize.sh"
+    assert {"--no-index", "--no-deps"} <= set(install.group(1).split())
+    assert "venv/bin/pip check" in customize  # fails the build if Debian's are too old
+    assert not (IMAGE / "vendor_deps.py").exists()
+    assert "site-packages" not in (IMAGE / "build.sh").read_text()
+
+
+@pytest.mark.parametrize(
+    ("arch", "needed"),
+    [
+        ("amd64", {"linux-image-cloud-amd64", "systemd-boot-efi"}),
+        ("arm64", {"linux-image-arm64", "raspi-firmware"}),
+    ],
+)
+def test_each_architecture_gets_its_kernel_and_boot_packages(arch: str, needed: set[str]) -> None:
+    build = (IMAGE / "build.sh").read_text()
+    branch = re.search(rf"^\s+{arch}\) BOOT_PACKAGES=\(([^)]*)\)", build, re.M)
+    assert branch, f"no BOOT_PACKAGES for {arch} in build.sh"
+    assert set(branch.group(1).split()) == needed
+
+
+def test_arm64_boots_the_read_only_root_by_label_with_a_serial_console() -> None:
+    """raspi-firmware writes cmdline.txt from /etc/default/raspi-firmware (and its extra
+    file): the root by label and read-only, as fstab has it, and the Pi's serial port."""
+    customize = (IMAGE / "customize.sh").read_text()
+    assert 'ROOTPART="LABEL=EG-ROOT"' in customize
+    extra = re.search(
+        r'^\s*echo "([^"]*)" > "\$ROOT/etc/default/raspi-extra-cmdline"', customize, re.M
+    )
+    assert extra, "no raspi-extra-cmdline in customize.sh"
+    assert "ro" in extra.group(1).split() and "rw" not in extra.group(1).split()
+    consoles = re.search(r'^CONSOLES="([^"]*)"', customize, re.M)
+    assert consoles, "no CONSOLES= for raspi-firmware in customize.sh"
+    assert consoles.group(1).split()[-1] == "ttyS1,115200"  # the last gets the boot log
+    # No cma= (raspi-firmware's CMA=0): what its hook does on a Pi 4, where cma=64M can stop
+    # the boot; in the build chroot it cannot tell a Pi 4 and would write cma=64M.
+    assert re.search(r"^CMA=0$", customize, re.M)
+    # The firmware partition is mounted where raspi-firmware's hooks write.
+    assert re.search(r"LABEL=RASPIFIRM\s+/boot/firmware\s+vfat", customize)
+    assert "mkfs.vfat -F 32 -n RASPIFIRM" in (IMAGE / "build.sh").read_text()

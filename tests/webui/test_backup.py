@@ -20,6 +20,7 @@ from werkzeug.test import encode_multipart
 from appliance.store import ConfigStore
 from tests.webui.conftest import PASSWORD, logged_in, token_of, ui_store
 from tests.webui.test_settings import EXAMPLES, WEB_FILTER, apply_policy, make_app
+from webui import backup
 from webui.backup import MANIFEST
 
 SMALL_OFFICE = (EXAMPLES / "small-office.yaml").read_text()
@@ -255,3 +256,23 @@ def test_the_api_checks_and_restores_with_a_token(live: Flask) -> None:
         content_type="multipart/form-data",
     )
     assert resp.status_code == 400 and resp.get_json()["problems"]
+
+
+def test_only_the_restore_has_the_larger_upload_limit(
+    live: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The restore raises the limit for its own request (on every Flask we run on: 3.1's
+    setter, or webui.app.UploadLimitRequest on Debian bookworm's 2.2); every other form keeps
+    the app's 2 MiB, and the restore's own limit still holds."""
+    monkeypatch.setattr(backup, "MAX_UPLOAD", 4 * 1024 * 1024)
+    admin = logged_in(live)
+    three_mib = b"\0" * (3 * 1024 * 1024)
+    assert _restore(admin, three_mib)[0] == 400  # read and checked: not a backup
+    assert _restore(admin, three_mib + three_mib)[0] == 413  # over the restore's limit
+    fields = {"csrf_token": token_of(admin, "/account"), "pad": three_mib.decode()}
+    boundary, body = encode_multipart(fields)
+    resp = admin.post(
+        "/logout", data=body, content_type=f"multipart/form-data; boundary={boundary}"
+    )
+    assert resp.status_code == 413  # the app's limit: the raised one was this request's only
+    assert _restore(admin, three_mib)[0] == 400  # still logged in; the restore gets it again

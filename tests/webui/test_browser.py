@@ -116,6 +116,9 @@ def running(
     try:
         _line(controller, "resolver answering on")
         token = _line(ui, r"setup token (\S+)").group(1)
+        # The UI prints its token, then gunicorn binds: on a loaded machine the browser got
+        # there first (connection refused, and every later test failed after it).
+        assert _until(lambda: _accepts(port), timeout=30), "the UI never listened"
         yield Running(f"https://127.0.0.1:{port}", token, state, shots, controller, ui)
     finally:
         _stop(ui)
@@ -237,6 +240,11 @@ def test_an_unconfirmed_apply_rolls_back_and_the_ui_says_so(page: Page, running:
 def _web(lab: Lab) -> str:
     [r] = lab.probe("lan", [Probe("tcp", "198.51.100.10", 443, src=STAFF, timeout=1.0)])
     return r.outcome
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _until(check: Callable[[], bool], timeout: float = 15.0) -> bool:

@@ -145,7 +145,7 @@ def create_fleet_app(
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     store = FleetStore(Path(state_dir) / "fleet.db")
     chosen = settings or FleetSettings()
-    app.config.update(MAX_CONTENT_LENGTH=MAX_CHECKIN_BYTES, JSON_SORT_KEYS=False)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_CHECKIN_BYTES)
     app.extensions.update(
         fleet_store=store,
         fleet_settings=chosen,

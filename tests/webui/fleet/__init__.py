@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Flask
 from werkzeug.serving import make_server
+from werkzeug.wsgi import ClosingIterator, LimitedStream
 
 from webui.fleet.app import FleetSettings, create_fleet_app
 from webui.fleet.store import FleetStore
@@ -91,6 +92,23 @@ class Fleet:
         return self.request("GET", path, headers={"Authorization": f"Basic {auth}"})
 
 
+def drained(app: Flask) -> Any:
+    """``app`` behind a reader that discards the request body the app left unread, as gunicorn
+    (which serves the fleet) and Werkzeug's own server since 2.3 do. Without it, Werkzeug 2.2's
+    server (Debian bookworm's) closes the connection under a client still sending, and an
+    oversize check-in ends in a connection reset instead of the app's 413."""
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        length = environ.get("CONTENT_LENGTH")
+        if not length:
+            return app(environ, start_response)
+        stream = LimitedStream(environ["wsgi.input"], int(length))
+        environ["wsgi.input"] = stream
+        return ClosingIterator(app(environ, start_response), stream.exhaust)
+
+    return wsgi
+
+
 @contextmanager
 def running_fleet(tmp: Path, settings: FleetSettings | None = None) -> Iterator[Fleet]:
     """The fleet app served by Werkzeug on 127.0.0.1 (a free port) in a thread."""
@@ -99,7 +117,7 @@ def running_fleet(tmp: Path, settings: FleetSettings | None = None) -> Iterator[
     app = create_fleet_app(
         tmp / "state", publish, operator_password=PASSWORD, settings=settings, clock=clock
     )
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", 0, drained(app), threaded=True)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )
