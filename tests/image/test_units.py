@@ -180,3 +180,25 @@ def test_arm64_boots_the_read_only_root_by_label_with_a_serial_console() -> None
     # The firmware partition is mounted where raspi-firmware's hooks write.
     assert re.search(r"LABEL=RASPIFIRM\s+/boot/firmware\s+vfat", customize)
     assert "mkfs.vfat -F 32 -n RASPIFIRM" in (IMAGE / "build.sh").read_text()
+
+
+@pytest.mark.parametrize("unit_name", ["apt-daily.service", "apt-daily-upgrade.service"])
+def test_upgrades_open_root_and_the_pi_firmware_partition_and_close_them(unit_name: str) -> None:
+    drop_in = IMAGE / "rootfs/etc/systemd/system" / f"{unit_name}.d" / "edgeguard-rw.conf"
+    lines = drop_in.read_text().splitlines()
+    pre = [line for line in lines if line.startswith("ExecStartPre=")]
+    post = [line for line in lines if line.startswith("ExecStopPost=")]
+    assert pre[0] == "ExecStartPre=/bin/mount -o remount,rw /"
+    assert any(
+        "remount,rw /boot/firmware" in line and line.startswith("ExecStartPre=-") for line in pre
+    )
+    assert any(
+        "remount,ro /boot/firmware" in line and line.startswith("ExecStopPost=-") for line in post
+    )
+    assert post[-1] == "ExecStopPost=/bin/mount -o remount,ro /"  # the root closes last
+
+
+def test_first_boot_reads_the_technicians_files_from_either_boot_partition() -> None:
+    script = (IMAGE / "rootfs/opt/edgeguard/lib/firstboot.sh").read_text()
+    assert "ESP_DIR=/boot/efi/edgeguard" in script
+    assert "[ -d /boot/firmware/edgeguard ] && ESP_DIR=/boot/firmware/edgeguard" in script

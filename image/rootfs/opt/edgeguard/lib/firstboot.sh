@@ -36,10 +36,12 @@ install -d -o edgeguard -g edgeguard -m 0750 "$STATE/ui"
 install -d -m 0700 "$STATE/ssh" "$STATE/ssh/authorized_keys"
 [ -f "$STATE/ssh/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N "" -f "$STATE/ssh/ssh_host_ed25519_key"
 
-# 4. What a technician put on the boot partition (/boot/efi/edgeguard/: network.json,
-#    policy.yaml, enrol.json + root.json; docs/image.md). The ESP is root-only (umask 0077):
-#    copy it where the service user can read it, for this boot only.
+# 4. What a technician put on the boot partition (<boot>/edgeguard/: network.json,
+#    policy.yaml, enrol.json + root.json; docs/image.md). The boot partition is the ESP at
+#    /boot/efi on amd64 and the Pi's firmware partition at /boot/firmware on arm64. It is
+#    root-only (umask 0077): copy it where the service user can read it, for this boot only.
 ESP_DIR=/boot/efi/edgeguard
+[ -d /boot/firmware/edgeguard ] && ESP_DIR=/boot/firmware/edgeguard
 REQ=/run/edgeguard-esp
 rm -rf "$REQ"
 install -d -o edgeguard -g edgeguard -m 0700 "$REQ"
