@@ -14,29 +14,8 @@ from pathlib import Path
 
 from appliance.cli import DEFAULT_POLICY, SubCommands
 from appliance.cli import main as appliance_main
-from appliance.state_dir import DEFAULT_STATE_DIR
-from webui.config import UiConfig
 from webui.fleet.serve_cmd import add_fleet_commands
-
-
-def cmd_ui_serve(args: argparse.Namespace) -> int:
-    from webui.server import serve
-
-    config = UiConfig(
-        state_dir=args.state_dir,
-        netns=args.netns,
-        policy_base=args.policy_base,
-        secure_cookies=not args.plain_http,
-    )
-    host, _, port = args.listen.rpartition(":")
-    return serve(
-        config,
-        host.strip("[]") or "127.0.0.1",
-        int(port),
-        cert=args.cert,
-        key=args.key,
-        plain_http=args.plain_http,
-    )
+from webui.ui_main import add_ui_serve
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -59,17 +38,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_ui_commands(sub: SubCommands) -> None:
-    ui = sub.add_parser("ui", help="the admin web UI")
-    usub = ui.add_subparsers(dest="ui_command", required=True, metavar="COMMAND")
-    p = usub.add_parser("serve", help="serve the web UI (HTTPS, self-signed on first start)")
-    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
-    p.add_argument("--listen", default="127.0.0.1:8443", help="address:port")
-    p.add_argument("--netns", help="apply rulesets in this network namespace (the lab's router)")
-    p.add_argument("--policy-base", type=Path, help="folder relative list files resolve in")
-    p.add_argument("--cert", type=Path, help="PEM certificate (default: self-signed)")
-    p.add_argument("--key", type=Path, help="PEM private key for --cert")
-    p.add_argument("--plain-http", action="store_true", help="no TLS (tests and benchmarks)")
-    p.set_defaults(func=cmd_ui_serve)
+    add_ui_serve(sub)
 
     p = sub.add_parser("demo", help="the lab demo with the web UI (what `make run` runs)")
     p.add_argument("--policy", type=Path, default=DEFAULT_POLICY)

@@ -38,7 +38,12 @@ def test_services_are_unprivileged_and_hardened(name: str) -> None:
     assert service["ProtectSystem"] == "strict"
     assert service["ReadWritePaths"] == "/var/lib/edgeguard"
     assert service["Restart"] == "on-failure"
-    assert service["ExecStart"].startswith("/opt/edgeguard/venv/bin/edgeguard ")
+    # the UI starts through its light entry point (webui.ui_main: only the UI's imports)
+    assert service["ExecStart"].startswith(
+        "/opt/edgeguard/venv/bin/python -m webui.ui_main ui serve "
+        if name == "edgeguard-ui.service"
+        else "/opt/edgeguard/venv/bin/edgeguard "
+    )
 
 
 def test_controller_loads_the_ruleset_before_the_network() -> None:
