@@ -301,7 +301,9 @@ def restore(checked: Checked, state_dir: Path, ui_db: Path) -> None:
 def _raise_upload_limit(endpoint: str | None, values: dict[str, Any] | None) -> None:
     """Runs before the CSRF check reads the form, so the larger limit is in force then."""
     if endpoint in ("backup.restore_page", "backup_api.api_restore"):
-        request.max_content_length = MAX_UPLOAD
+        # settable on Flask >= 3.1; webui.app's request class makes it so on bookworm's 2.2,
+        # whose Werkzeug stubs still call it read-only
+        request.max_content_length = MAX_UPLOAD  # type: ignore[misc,unused-ignore]
 
 
 bp.url_value_preprocessor(_raise_upload_limit)

@@ -264,8 +264,9 @@ class _Doc:
 
     def __init__(self, text: str) -> None:
         self.yaml = YAML(typ="rt")
-        self.yaml.preserve_quotes = True
-        self.yaml.width = 4096  # never re-wrap the admin's long lines
+        # ruamel.yaml 0.17 (bookworm) types these attributes as None: both versions pass mypy
+        self.yaml.preserve_quotes = True  # type: ignore[assignment,unused-ignore]
+        self.yaml.width = 4096  # type: ignore[assignment,unused-ignore]  # no re-wrapping
         mapping, sequence, offset = _guess_indent(text)
         self.yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
         try:

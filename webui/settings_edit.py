@@ -57,8 +57,9 @@ class EditError(ValueError):
 
 def _yaml(indent: tuple[int, int, int]) -> YAML:
     yaml = YAML()  # round-trip mode
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap long lines
+    # ruamel.yaml 0.17 (bookworm) types these attributes as None: both versions pass mypy
+    yaml.preserve_quotes = True  # type: ignore[assignment,unused-ignore]
+    yaml.width = 4096  # type: ignore[assignment,unused-ignore]  # never re-wrap long lines
     yaml.indent(mapping=indent[0], sequence=indent[1], offset=indent[2])
     return yaml
 
