@@ -16,6 +16,7 @@ import yaml
 from flask import Blueprint, flash, g, jsonify, redirect, request, url_for
 from werkzeug.wrappers import Response
 
+from appliance.sync.merge import split_sections
 from webui.api import PREFIX, api_doc
 from webui.security import audit, roles_required, store
 
@@ -56,20 +57,18 @@ FORM_SECTIONS = {
 
 
 def section_texts(text: str, sections: list[str]) -> dict[str, str]:
-    """The original lines (comments included) of each named top-level section of ``text``.
-
-    A line scan, not a YAML round trip: the admin should see the section exactly as it is
-    written in the policy, and a top-level key always starts in column 0.
-    """
-    found: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in text.splitlines():
-        if line and not line[0].isspace() and not line.startswith("#"):
-            key = line.split(":", 1)[0].strip()
-            current = found.setdefault(key, []) if key in sections else None
-        if current is not None:
-            current.append(line)
-    return {s: "\n".join(found[s]).rstrip() for s in sections if s in found}
+    """The original lines of each named top-level section of ``text`` (the sync merge's
+    ``split_sections``), without the comment lines above its key: the admin sees the section
+    exactly as it is written in the policy."""
+    _, chunks = split_sections(text)
+    shown: dict[str, str] = {}
+    for section in sections:
+        if section in chunks:
+            lines = chunks[section].splitlines()
+            while lines and lines[0].startswith("#"):
+                lines.pop(0)
+            shown[section] = "\n".join(lines).rstrip()
+    return shown
 
 
 def _sections(text: str) -> dict[str, Any]:

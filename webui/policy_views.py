@@ -280,7 +280,7 @@ def _editor(text: str, *, problems: list[Finding] | None = None, form_error: str
     ), status
 
 
-def _plan_page(text: str, message: str, *, error: str = "", status: int = 200) -> Any:
+def plan_page(text: str, message: str, *, error: str = "", status: int = 200) -> Any:
     """The plan page, or the editor with every problem when the text does not validate."""
     try:
         plan = make_plan(text)
@@ -312,7 +312,7 @@ def index() -> Any:
 @bp.route("/plan", methods=["POST"])
 def preview() -> Any:
     """The way to the plan for the editor and for other pages' prepared edits (``text``)."""
-    return _plan_page(_text(request.form.get("text")), request.form.get("message", ""))
+    return plan_page(_text(request.form.get("text")), request.form.get("message", ""))
 
 
 def _form_edit(kind: str, text: str, f: Any) -> tuple[str, str]:
@@ -362,7 +362,7 @@ def form_edit(kind: str) -> Any:
         new_text, message = _form_edit(kind, text, request.form)
     except edit.PolicyEditError as exc:
         return _editor(text, form_error=str(exc), status=400)
-    return _plan_page(new_text, message)
+    return plan_page(new_text, message)
 
 
 @bp.route("/apply", methods=["POST"])
@@ -376,7 +376,7 @@ def apply() -> Any:
     except PolicyError as exc:
         return _editor(text, problems=findings(exc), message=message, status=422)
     except (ApplianceError, OSError) as exc:
-        return _plan_page(text, message, error=str(exc), status=409)
+        return plan_page(text, message, error=str(exc), status=409)
     flash(f"Version {version.id} applied.", "ok")
     return redirect(flask_url_for("policy.index"))
 

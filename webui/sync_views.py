@@ -25,7 +25,7 @@ from appliance.sync.merge import split_sections
 from appliance.sync.state import SyncPaths, SyncState
 from appliance.sync.sync_cmd import enrol_with, status_lines
 from webui.bridge import appliance
-from webui.policy_views import CHANGERS, _plan_page, diff_rows, live_text, unified
+from webui.policy_views import CHANGERS, diff_rows, live_text, plan_page, unified
 from webui.security import audit, roles_required
 
 bp = Blueprint("sync", __name__)
@@ -138,4 +138,4 @@ def take_msp_version(section: str) -> Any:
     else:
         live_sections.pop(section, None)  # the MSP removed it
     text = header + "".join(live_sections.values())
-    return _plan_page(text, f"take the MSP's version of {section}")
+    return plan_page(text, f"take the MSP's version of {section}")
