@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from flask import Flask
-from gunicorn.app.base import BaseApplication
 
 from appliance.store import ConfigStore
 from webui.app import create_app
 from webui.config import UiConfig
+from webui.gunicorn_base import BaseApplication
 from webui.store import UiStore
 
 
