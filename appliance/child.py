@@ -1,9 +1,10 @@
 """Entry point of the controller's child processes (``edgeguard run`` starts them).
 
-``python -m appliance.child anomaly serve ...`` and ``... sync serve ...`` take the same
-arguments as ``edgeguard anomaly|sync ...`` but import only their own command, not every
-subcommand of the CLI (the resolver, the lab, the web filter...): about 7 MB less resident
-memory per child, which counts against the appliance image's 150 MB budget (issue #9).
+``python -m appliance.child anomaly serve ...`` takes the same arguments as ``edgeguard
+anomaly ...`` but imports only that command, not every subcommand of the CLI (the resolver,
+the lab, the web filter...): about 7 MB less resident memory, which counts against the
+appliance image's 150 MB budget (issue #9). (The MSP sync agent runs as a thread of the
+controller: ``appliance.commands._start_sync_thread``.)
 """
 
 from __future__ import annotations
@@ -22,12 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from appliance.anomaly.serve_cmd import add_anomaly_commands
 
         add_anomaly_commands(sub)
-    elif group == "sync":
-        from appliance.sync.sync_cmd import add_sync_commands
-
-        add_sync_commands(sub)
     else:
-        parser.error(f"a child runs 'anomaly ...' or 'sync ...', not {group!r}")
+        parser.error(f"a child runs 'anomaly ...', not {group!r}")
     args = parser.parse_args(args_in)
     code: int = args.func(args)
     return code

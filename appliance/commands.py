@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -163,14 +164,16 @@ def _run_services(engine: Engine, args: argparse.Namespace) -> int:
     enrolled, base = setup
     children = [_start_child(["anomaly", "serve", "--state-dir", str(args.state_dir), "--base",
                               str(base), "--every", str(args.anomaly_every)])]  # fmt: skip
-    if enrolled:
-        children.append(_start_child(["sync", "serve", "--state-dir", str(args.state_dir),
-                                      "--interval", str(args.sync_interval)]))  # fmt: skip
+    sync_stop = threading.Event()
+    sync = _start_sync_thread(args.state_dir, args.sync_interval, sync_stop) if enrolled else None
     try:
         return asyncio.run(
             _serve(engine, base, args.state_dir, lambda: _services_setup(args) != setup)
         )
     finally:
+        sync_stop.set()
+        if sync is not None:
+            sync.join(30)  # a cycle in flight finishes its step (an apply is one transaction)
         for child in children:
             child.terminate()
         for child in children:
@@ -181,10 +184,24 @@ def _run_services(engine: Engine, args: argparse.Namespace) -> int:
                 child.wait(5)
 
 
+def _start_sync_thread(state_dir: Path, interval: float, stop: threading.Event) -> threading.Thread:
+    """The MSP sync agent, as a thread of this process: it sleeps minutes between cycles and
+    its work is mostly waiting on the network, so a process of its own (~15 MB resident) is
+    not worth it on a box whose services share 150 MB. It has its own store connection and
+    nftables context, and follows the live version through the store like the resolver."""
+    from appliance.sync.sync_cmd import serve_loop
+
+    thread = threading.Thread(
+        target=serve_loop, args=(state_dir, interval, stop), name="msp-sync", daemon=True
+    )
+    thread.start()
+    return thread
+
+
 def _start_child(args: list[str]) -> subprocess.Popen[bytes]:
     """A part of the appliance in its own process, in this namespace: anomaly scoring (CPU
-    work kept away from the resolver's GIL; conntrack is per namespace) and, when enrolled,
-    the MSP sync agent. Both follow the store's live version themselves."""
+    work kept away from the resolver's GIL; conntrack is per namespace). It follows the
+    store's live version itself."""
     return subprocess.Popen(  # noqa: S603 - fixed argv: our own interpreter and module
         [sys.executable, "-m", "appliance.child", *args]
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import random
@@ -12,6 +13,7 @@ import socket
 import struct
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +58,13 @@ def resolver_answers(engine: Engine, timeout: float = 1.0) -> bool:
             return False
 
 
-def _agent(args: argparse.Namespace) -> SyncAgent:
-    engine = engine_for(args)
-    enrolment = Enrolment.load(SyncPaths(args.state_dir).enrolment)
+def agent_for(state_dir: Path) -> SyncAgent:
+    """The agent of the appliance whose state is in ``state_dir``: real nftables, HTTPS."""
+    engine = engine_for(argparse.Namespace(state_dir=state_dir))
+    enrolment = Enrolment.load(SyncPaths(state_dir).enrolment)
     transport = HttpTransport(ca_file=Path(enrolment.ca) if enrolment.ca else None)
     health = HealthProbe(engine.nft.exists, lambda: resolver_answers(engine))
-    return SyncAgent(args.state_dir, engine, transport, health)
+    return SyncAgent(state_dir, engine, transport, health)
 
 
 def enrol_with(
@@ -135,7 +138,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
 
 def cmd_now(args: argparse.Namespace) -> int:
     try:
-        agent = _agent(args)
+        agent = agent_for(args.state_dir)
         outcome = agent.run_once()
     except ApplianceError as exc:
         print(exc, file=sys.stderr)
@@ -200,14 +203,29 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """The loop: a cycle, then a jittered wait (longer after failures), until SIGTERM."""
+    """``sync serve``: the loop in this process, until SIGTERM."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    return serve_loop(args.state_dir, args.interval, stop)
+
+
+def serve_loop(
+    state_dir: Path,
+    interval: float,
+    stop: threading.Event,
+    make_agent: Callable[[Path], SyncAgent] = agent_for,
+) -> int:
+    """A cycle, then a jittered wait (longer after failures), until ``stop`` is set.
+
+    ``edgeguard run`` runs this in a thread of the controller rather than a process of its
+    own (it waits minutes between cycles; a process would cost the appliance ~15 MB of its
+    150 MB), so a cycle that fails in an unforeseen way is reported and retried, never
+    allowed to end the loop."""
     try:
-        agent = _agent(args)
+        agent = make_agent(state_dir)
     except ApplianceError as exc:
-        print(exc, file=sys.stderr)
+        print(exc, file=sys.stderr, flush=True)
         return 2
     rng = random.SystemRandom()
     while not stop.is_set():
@@ -217,9 +235,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   flush=True)  # fmt: skip
         except ApplianceError as exc:  # keep enforcing whatever is live; try again later
             print(f"sync cycle failed: {exc}", flush=True)
-        state = agent.load_state()
-        delay = next_delay(state.failures, rng.random(), interval=args.interval)
-        if state.pending is not None:
+        except Exception as exc:
+            print(f"sync cycle failed unexpectedly: {exc!r}", flush=True)
+        failures, pending = 1, False
+        with contextlib.suppress(ApplianceError, OSError, ValueError):
+            state = agent.load_state()
+            failures, pending = state.failures, state.pending is not None
+        delay = next_delay(failures, rng.random(), interval=interval)
+        if pending:
             delay = min(delay, PENDING_RETRY)
         stop.wait(delay)
     return 0
