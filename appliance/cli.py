@@ -9,23 +9,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from appliance.anomaly.quarantine_cmd import add_quarantine_commands
-from appliance.anomaly.score_cmd import add_score_commands
-from appliance.anomaly.serve_cmd import add_anomaly_commands
-from appliance.commands import add_engine_commands
-from appliance.dns_cmd import add_dns_commands
-from appliance.sync.msp_cmd import add_msp_commands
-from appliance.sync.sync_cmd import add_sync_commands
-from policies.compiler import Ruleset, Target, compile_policy
-from policies.errors import PolicyError, PolicyLoadError, PolicyValidationError
-from policies.loader import LoadedPolicy, load_policy
-from policies.schema import json_schema_text
-from policies.summary import describe
+if TYPE_CHECKING:
+    from policies.compiler import Ruleset
+    from policies.loader import LoadedPolicy
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 DEFAULT_POLICY = (
@@ -44,6 +37,9 @@ def _parse_at(value: str | None) -> dt.datetime:
 
 
 def _load(path: Path, err: TextIO) -> LoadedPolicy | None:
+    from policies.errors import PolicyLoadError, PolicyValidationError
+    from policies.loader import load_policy
+
     try:
         loaded = load_policy(path)
     except PolicyValidationError as exc:
@@ -62,6 +58,9 @@ def _load(path: Path, err: TextIO) -> LoadedPolicy | None:
 
 
 def _compile(loaded: LoadedPolicy, at: dt.datetime, err: TextIO) -> Ruleset | None:
+    from policies.compiler import Target, compile_policy
+    from policies.errors import PolicyError
+
     try:
         return compile_policy(loaded.policy, at=at, target=Target())
     except PolicyError as exc:
@@ -100,6 +99,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from policies.schema import json_schema_text
+
     del args
     sys.stdout.write(json_schema_text())
     return EXIT_OK
@@ -107,6 +108,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """What a policy does in plain words, and what it compiles to."""
+    from policies.summary import describe
+
     loaded = _load(args.policy, sys.stderr)
     ruleset = _compile(loaded, args.at, sys.stderr) if loaded else None
     if loaded is None or ruleset is None:
@@ -145,15 +148,53 @@ else:
     SubCommands = argparse._SubParsersAction
 
 
+@dataclass(frozen=True)
+class CommandGroup:
+    """Top-level commands added by one function, named as ``module:function`` so the module
+    is imported only when one of ``names`` is run (or the whole list is shown): a long-running
+    ``edgeguard run`` or ``dns serve`` then does not carry the MSP signing code, the scorer's
+    offline tools and the rest (about 8 MB of a 150 MB appliance budget)."""
+
+    names: tuple[str, ...]
+    register: str
+
+    def add_to(self, sub: SubCommands) -> None:
+        module, _, function = self.register.partition(":")
+        getattr(importlib.import_module(module), function)(sub)
+
+
+COMMAND_GROUPS = (
+    CommandGroup(("plan", "apply", "confirm", "rollback", "history", "watchdog", "run"),
+                 "appliance.commands:add_engine_commands"),
+    CommandGroup(("dns",), "appliance.dns_cmd:add_dns_commands"),
+    CommandGroup(("msp",), "appliance.sync.msp_cmd:add_msp_commands"),
+    CommandGroup(("score",), "appliance.anomaly.score_cmd:add_score_commands"),
+    CommandGroup(("quarantine",), "appliance.anomaly.quarantine_cmd:add_quarantine_commands"),
+    CommandGroup(("anomaly",), "appliance.anomaly.serve_cmd:add_anomaly_commands"),
+    CommandGroup(("sync",), "appliance.sync.sync_cmd:add_sync_commands"),
+)  # fmt: skip
+
+
+def requested_command(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` (its first argument not starting with ``-``), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def build_parser(
-    extra: Sequence[Callable[[SubCommands], None]] = (),
+    extra: Sequence[CommandGroup] = (), command: str | None = None
 ) -> argparse.ArgumentParser:
-    """The ``edgeguard`` parser; ``extra`` adds subcommands of packages above this one (the
-    web UI registers ``edgeguard ui`` this way, so nothing here imports it)."""
+    """The ``edgeguard`` parser; ``extra`` adds command groups of packages above this one
+    (the web UI registers ``edgeguard ui`` this way, so nothing here imports it). With
+    ``command`` naming one of the groups' commands, only that group is imported and added;
+    otherwise all of them, so help and "invalid choice" list every command."""
     parser = argparse.ArgumentParser(prog="edgeguard", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in extra:
-        register(sub)
+    groups = [*extra, *COMMAND_GROUPS]
+    if any(command in group.names for group in groups):
+        groups = [group for group in groups if command in group.names]
+    for group in extra:
+        if group in groups:
+            group.add_to(sub)
 
     def policy_cmd(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
@@ -171,13 +212,9 @@ def build_parser(
     p.add_argument("-o", "--output", type=Path, help="write the ruleset here instead of stdout")
     p.set_defaults(func=cmd_compile)
     policy_cmd("explain", "say in plain words what a policy does").set_defaults(func=cmd_explain)
-    add_engine_commands(sub)
-    add_dns_commands(sub)
-    add_msp_commands(sub)
-    add_score_commands(sub)
-    add_quarantine_commands(sub)
-    add_anomaly_commands(sub)
-    add_sync_commands(sub)
+    for group in COMMAND_GROUPS:
+        if group in groups:
+            group.add_to(sub)
     p = sub.add_parser("lab", help="the network-namespace lab (demo, up, down)")
     p.add_argument("action", choices=["demo", "up", "down"])
     p.add_argument("--prefix", default="eglab", help="namespace name prefix")
@@ -190,11 +227,10 @@ def build_parser(
     return parser
 
 
-def main(
-    argv: Sequence[str] | None = None, extra: Sequence[Callable[[SubCommands], None]] = ()
-) -> int:
-    parser = build_parser(extra)
-    args = parser.parse_args(argv)
+def main(argv: Sequence[str] | None = None, extra: Sequence[CommandGroup] = ()) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(extra, requested_command(args_in))
+    args = parser.parse_args(args_in)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

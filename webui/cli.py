@@ -12,10 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from appliance.cli import DEFAULT_POLICY, SubCommands
+from appliance.cli import DEFAULT_POLICY, CommandGroup, SubCommands
 from appliance.cli import main as appliance_main
-from webui.fleet.serve_cmd import add_fleet_commands
-from webui.ui_main import add_ui_serve
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -38,6 +36,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_ui_commands(sub: SubCommands) -> None:
+    from webui.ui_main import add_ui_serve
+
     add_ui_serve(sub)
 
     p = sub.add_parser("demo", help="the lab demo with the web UI (what `make run` runs)")
@@ -51,7 +51,13 @@ def add_ui_commands(sub: SubCommands) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return appliance_main(argv, extra=[add_ui_commands, add_fleet_commands])
+    return appliance_main(argv, extra=UI_GROUPS)
+
+
+UI_GROUPS = (
+    CommandGroup(("ui", "demo"), "webui.cli:add_ui_commands"),
+    CommandGroup(("msp",), "webui.fleet.serve_cmd:add_fleet_commands"),
+)
 
 
 if __name__ == "__main__":

@@ -197,3 +197,52 @@ def test_installed_console_script() -> None:
     )
     assert bad.returncode == 1
     assert ":14:9: rules[2].to: unknown zone 'guests'" in bad.stderr
+
+
+def _modules_after(argv: list[str]) -> tuple[set[str], str]:
+    """Run the console script's ``main`` with ``argv`` in a fresh interpreter: the modules it
+    imported (our packages only) and its stdout."""
+    code = (
+        "import sys\n"
+        "from webui.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "print('MODULES', ' '.join(m for m in sys.modules"
+        " if m.split('.')[0] in ('appliance', 'webui', 'policies', 'dns_filter')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    marker = done.stdout.rindex("MODULES")
+    return set(done.stdout[marker:].split()[1:]), done.stdout[:marker]
+
+
+def test_a_command_imports_only_its_own_group() -> None:
+    """A long-running ``dns serve`` or ``run`` carries no other command's code (memory on a
+    150 MB appliance)."""
+    dns, out = _modules_after(["dns", "serve", "--help"])
+    assert "--blocklist" in out
+    assert "appliance.dns_cmd" in dns
+    other = {"appliance.commands", "appliance.sync.msp_cmd", "appliance.sync.sync_cmd",
+             "appliance.anomaly.score_cmd", "appliance.anomaly.quarantine_cmd",
+             "appliance.anomaly.serve_cmd", "webui.fleet.serve_cmd", "webui.ui_main",
+             "policies.compiler"}  # fmt: skip
+    assert dns.isdisjoint(other), dns & other
+    run, _ = _modules_after(["run", "--help"])
+    assert "appliance.commands" in run
+    assert run.isdisjoint(other - {"appliance.commands", "policies.compiler"})
+
+
+def test_help_and_an_unknown_command_still_list_every_command() -> None:
+    names = ["ui", "demo", "msp", "check", "compile", "explain", "plan", "apply", "run", "dns",
+             "score", "quarantine", "anomaly", "sync", "lab", "schema"]  # fmt: skip
+    _, out = _modules_after(["--help"])
+    assert all(f"    {name} " in out or f"    {name}\n" in out for name in names), out
+    done = subprocess.run(
+        [sys.executable, "-m", "webui.cli", "no-such-command"], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert all(repr(name) in done.stderr for name in names), done.stderr
+
+
+def test_msp_has_both_the_signing_and_the_fleet_commands() -> None:
+    _, out = _modules_after(["msp", "--help"])
+    for name in ("init", "sign", "rotate-key", "serve", "add-appliance", "revoke-appliance"):
+        assert name in out
