@@ -20,7 +20,7 @@ from appliance.atomic import write_atomic
 from appliance.engine import AdminAccess, Engine
 from appliance.errors import ApplianceError
 from appliance.runtime import DnsRuntime
-from appliance.state_dir import DEFAULT_STATE_DIR, engine_for, start_watchdog
+from appliance.state_dir import DEFAULT_STATE_DIR, engine_for, live_policy_base, start_watchdog
 from appliance.store import ConfigStore
 from dns_filter.errors import DnsFilterError
 from policies.errors import PolicyError, PolicyValidationError
@@ -152,11 +152,9 @@ def _services_setup(args: argparse.Namespace) -> tuple[bool, Path]:
     otherwise (not enrolled, or enrolled but no bundle yet, so the local policy is still
     live) next to the policy given on first boot.
     """
-    sync_dir = args.state_dir / "sync"
-    enrolled = (sync_dir / "enrolment.json").exists()
-    if enrolled and (sync_dir / "site").is_dir():
-        return enrolled, sync_dir / "site"
-    return enrolled, args.policy.parent if args.policy else args.state_dir
+    enrolled = (args.state_dir / "sync" / "enrolment.json").exists()
+    local = args.policy.parent if args.policy else args.state_dir
+    return enrolled, live_policy_base(args.state_dir, local)
 
 
 def _run_services(engine: Engine, args: argparse.Namespace) -> int:

@@ -17,6 +17,17 @@ from appliance.store import ConfigStore
 DEFAULT_STATE_DIR = Path(os.environ.get("EDGEGUARD_STATE", "/var/lib/edgeguard"))
 
 
+def live_policy_base(state_dir: Path, local: Path) -> Path:
+    """Where the live policy's relative list and feed files resolve: on a box enrolled with
+    an MSP that has applied a bundle, the bundle's files (``<state>/sync/site``, kept by the
+    sync agent); otherwise ``local``, next to the locally installed policy. The controller
+    and the web UI both ask here, so a policy edited in the UI finds the same files."""
+    sync_dir = state_dir / "sync"
+    if (sync_dir / "enrolment.json").exists() and (sync_dir / "site").is_dir():
+        return sync_dir / "site"
+    return local
+
+
 def engine_for(args: argparse.Namespace) -> Engine:
     return Engine(ConfigStore(args.state_dir), LibNftables())
 

@@ -16,6 +16,7 @@ from flask import current_app
 
 from appliance.engine import Engine
 from appliance.nft import LibNftables, NetnsNft, NftBackend
+from appliance.state_dir import live_policy_base
 from appliance.store import ConfigStore
 from webui.config import UiConfig
 
@@ -48,8 +49,11 @@ class Appliance:
 
     @property
     def policy_base(self) -> Path:
-        """Where relative list and feed files of a policy edited in the UI resolve."""
-        return self.config.policy_base or self.config.state_dir
+        """Where relative list and feed files of a policy edited in the UI resolve: where the
+        controller resolves the live policy's (the MSP bundle's files once there are some)."""
+        return live_policy_base(
+            self.config.state_dir, self.config.policy_base or self.config.state_dir
+        )
 
 
 def appliance() -> Appliance:
