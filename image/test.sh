@@ -281,6 +281,9 @@ check "state: enrolment saved by edgeguard sync enrol" "image-test-site https://
     "$(state_file /sync/enrolment.json | python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["site"], d["server"], d["appliance_id"])' || true)"
 check "state: the first policy names the two ports" "*enp0s16*enp0s17*" \
     "$(state_file /first-policy.yaml | grep -a 'interfaces:' | tr '\n' ' ')"
+check "enrolled: the credential file is gone from the ESP" "*root.json*" \
+    "$(mdir -b -i "$DISK@@$ESP_AT" ::/edgeguard/ 2>&1 | tr '\n' ' ')"
+check "... and enrol.json with it" "" "$(mdir -b -i "$DISK@@$ESP_AT" ::/edgeguard/ 2>&1 | grep -i enrol.json || true)"
 boot 2
 wait_boot 2
 say "boot 2: checks"

@@ -72,6 +72,19 @@ if [ -f "$REQ/enrol.json" ] && [ ! -f "$STATE/sync/enrolment.json" ]; then
 fi
 rm -rf "$REQ"
 
+# 6b. enrol.json carries the MSP check-in credential, and the boot partition is FAT that anyone
+#     holding the card can read: once the box is enrolled, delete the file there (the root.json
+#     beside it is public). A refused enrolment leaves it, to be fixed and run by hand.
+if [ -f "$ESP_DIR/enrol.json" ] && [ -f "$STATE/sync/enrolment.json" ]; then
+    boot_mnt=$(findmnt -no TARGET --target "$ESP_DIR" | tail -1 || true)
+    if [ -n "$boot_mnt" ] && mount -o remount,rw "$boot_mnt" && rm -f "$ESP_DIR/enrol.json" && sync -f "$ESP_DIR"; then
+        say "enrolled: enrol.json (with its credential) removed from the boot partition"
+    else
+        say "WARNING: could not remove $ESP_DIR/enrol.json; delete it: it holds the MSP credential"
+    fi
+    [ -z "$boot_mnt" ] || mount -o remount,ro "$boot_mnt" || true
+fi
+
 # 7. TLS certificate for the web UI (self-signed, EC P-256), made as the service user; its
 #    names include the LAN addresses (from step 5) the admin will type.
 lan=$(sed -n 's/^Address=//p' "$STATE/network/10-edgeguard-lan.network" 2>/dev/null | cut -d/ -f1 || true)
