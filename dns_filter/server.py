@@ -159,8 +159,10 @@ class DnsServer:
             if result is None:
                 continue
             if isinstance(result, bytes):
-                with contextlib.suppress(OSError):
+                try:  # noqa: SIM105 - contextlib.suppress costs ~0.2 µs per answer; this, nothing
                     sendto(result, addr)
+                except OSError:
+                    pass
             else:
                 loop.call_soon_threadsafe(self._spawn_udp, result, sock, addr)
 
