@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from appliance import netns
@@ -62,3 +63,13 @@ class Controller:
             self.proc.wait(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def wait_until(check: Callable[[], object], timeout: float = 60.0, step: float = 0.5) -> bool:
+    """Poll ``check`` until it returns something true (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(step)
+    return False

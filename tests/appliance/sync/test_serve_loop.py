@@ -5,7 +5,6 @@ when told to."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from appliance.sync.agent import SyncAgent, SyncOutcome
 from appliance.sync.checkin import HealthProbe
 from appliance.sync.sync_cmd import serve_loop
 from appliance.sync.transport import HttpTransport
+from tests.appliance.helpers import wait_until
 from tests.appliance.sync.conftest import Appliance, Msp
 
 
@@ -41,22 +41,15 @@ def _run(
     return thread, stop
 
 
-def _wait(check: object, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_the_thread_applies_a_published_bundle_and_stops_when_told(
     msp: Msp, box: Appliance
 ) -> None:
     msp.publish(1)
     thread, stop = _run(msp, box, 0.05, [])
     try:
-        assert _wait(lambda: box.state_json().get("bundle_version") == 1), box.state_json()
+        assert wait_until(lambda: box.state_json().get("bundle_version") == 1, 20, 0.05), (
+            box.state_json()
+        )
     finally:
         stop.set()
         thread.join(10)
@@ -82,7 +75,7 @@ def test_an_unforeseen_error_in_a_cycle_is_reported_and_the_loop_goes_on(
     # interval 0.01 s: after the failed cycle the backoff doubles it, still well under a second
     thread, stop = _run(msp, box, 0.01, [])
     try:
-        assert _wait(lambda: box.state_json().get("bundle_version") == 1)
+        assert wait_until(lambda: box.state_json().get("bundle_version") == 1, 20, 0.05)
     finally:
         stop.set()
         thread.join(10)

@@ -14,7 +14,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from appliance import netns
 from appliance.lab import Lab
 from appliance.labprobe import Probe
 from appliance.store import ConfigStore
-from tests.appliance.helpers import Controller
+from tests.appliance.helpers import Controller, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -107,21 +106,12 @@ def _live_message(state: Path) -> str | None:
     return live.message if live is not None else None
 
 
-def _wait(check: object, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.5)
-    return False
-
-
 def test_a_signed_bundle_is_applied_confirmed_and_reported(
     lab: Lab, msp: tuple[Msp, Controller]
 ) -> None:
     m, box = msp
-    assert _wait(lambda: "MSP bundle v1" in (_live_message(box.state) or "")), box.seen
-    assert _wait(lambda: (1, "applied") in m.checkins()), m.checkins()
+    assert wait_until(lambda: "MSP bundle v1" in (_live_message(box.state) or "")), box.seen
+    assert wait_until(lambda: (1, "applied") in m.checkins()), m.checkins()
     store = ConfigStore(box.state)
     assert store.pending_confirm() is None, "a successful check-in confirms the apply"
     [r] = lab.probe("lan", [Probe("tcp", SRV, 443, timeout=2.0)])
@@ -137,7 +127,7 @@ def test_a_tampered_bundle_is_refused_reported_and_the_policy_stays(
     envelope = json.loads(bundle.read_text())
     envelope["signed"]["version"] = 99  # a newer version the MSP never signed
     bundle.write_text(json.dumps(envelope))
-    assert _wait(lambda: any(r == "refused" for _v, r in m.checkins())), m.checkins()
+    assert wait_until(lambda: any(r == "refused" for _v, r in m.checkins())), m.checkins()
     after = ConfigStore(box.state).live()
     assert before is not None and after is not None and after.id == before.id
     [r] = lab.probe("lan", [Probe("tcp", SRV, 443, timeout=2.0)])
