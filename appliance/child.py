@@ -4,7 +4,7 @@
 anomaly ...`` but imports only that command, not every subcommand of the CLI (the resolver,
 the lab, the web filter...): about 7 MB less resident memory, which counts against the
 appliance image's 150 MB budget (issue #9). (The MSP sync agent runs as a thread of the
-controller: ``appliance.commands._start_sync_thread``.)
+controller: ``appliance.commands.SyncThread``.)
 """
 
 from __future__ import annotations

@@ -135,11 +135,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(engine.boot(args.policy), flush=True)
     if args.once:
         return 0
-    while True:
-        code = _run_services(engine, args)
-        if code != RESTART_ENROLLED:
-            return code
-        print("MSP enrolment or first bundle: restarting the services", flush=True)
+    sync = SyncThread(args.state_dir, args.sync_interval)
+    try:
+        while True:
+            code = _run_services(engine, args, sync)
+            if code != RESTART_ENROLLED:
+                return code
+            print("MSP enrolment or first bundle: restarting the services", flush=True)
+    finally:
+        sync.stop()
 
 
 RESTART_ENROLLED = -1  # _serve's answer when enrolment or the MSP's first bundle changed things
@@ -157,21 +161,18 @@ def _services_setup(args: argparse.Namespace) -> tuple[bool, Path]:
     return enrolled, live_policy_base(args.state_dir, local)
 
 
-def _run_services(engine: Engine, args: argparse.Namespace) -> int:
+def _run_services(engine: Engine, args: argparse.Namespace, sync: SyncThread) -> int:
     setup = _services_setup(args)
     enrolled, base = setup
     children = [_start_child(["anomaly", "serve", "--state-dir", str(args.state_dir), "--base",
                               str(base), "--every", str(args.anomaly_every)])]  # fmt: skip
-    sync_stop = threading.Event()
-    sync = _start_sync_thread(args.state_dir, args.sync_interval, sync_stop) if enrolled else None
+    if enrolled:
+        sync.ensure_running()
     try:
         return asyncio.run(
             _serve(engine, base, args.state_dir, lambda: _services_setup(args) != setup)
         )
     finally:
-        sync_stop.set()
-        if sync is not None:
-            sync.join(30)  # a cycle in flight finishes its step (an apply is one transaction)
         for child in children:
             child.terminate()
         for child in children:
@@ -182,18 +183,44 @@ def _run_services(engine: Engine, args: argparse.Namespace) -> int:
                 child.wait(5)
 
 
-def _start_sync_thread(state_dir: Path, interval: float, stop: threading.Event) -> threading.Thread:
-    """The MSP sync agent, as a thread of this process: it sleeps minutes between cycles and
-    its work is mostly waiting on the network, so a process of its own (~15 MB resident) is
-    not worth it on a box whose services share 150 MB. It has its own store connection and
-    nftables context, and follows the live version through the store like the resolver."""
-    from appliance.sync.sync_cmd import serve_loop
+class SyncThread:
+    """The MSP sync agent as a thread of the controller, not a process: it sleeps minutes
+    between cycles and its work is mostly waiting on the network, so a process of its own
+    (~15 MB resident) is not worth it on a box whose services share 150 MB. It makes its own
+    store connection and nftables context, and follows the live version through the store
+    like the resolver. Started once the box is enrolled and kept across the services'
+    restarts (it does not depend on where list files resolve), so there is never a second
+    agent while a cycle of the first is still in flight."""
 
-    thread = threading.Thread(
-        target=serve_loop, args=(state_dir, interval, stop), name="msp-sync", daemon=True
-    )
-    thread.start()
-    return thread
+    def __init__(self, state_dir: Path, interval: float) -> None:
+        self.state_dir = state_dir
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def ensure_running(self) -> None:
+        """Start the loop, or start it again if it ended (an unreadable enrolment)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        from appliance.sync.sync_cmd import serve_loop
+
+        self._thread = threading.Thread(
+            target=serve_loop,
+            args=(self.state_dir, self.interval, self._stop),
+            name="msp-sync",
+            daemon=True,
+        )
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Let a cycle in flight finish its step (an apply is one transaction), then end."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
 
 def _start_child(args: list[str]) -> subprocess.Popen[bytes]:

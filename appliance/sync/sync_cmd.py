@@ -60,8 +60,8 @@ def resolver_answers(engine: Engine, timeout: float = 1.0) -> bool:
 
 def agent_for(state_dir: Path) -> SyncAgent:
     """The agent of the appliance whose state is in ``state_dir``: real nftables, HTTPS."""
+    enrolment = Enrolment.load(SyncPaths(state_dir).enrolment)  # first: not enrolled, no nft
     engine = engine_for(argparse.Namespace(state_dir=state_dir))
-    enrolment = Enrolment.load(SyncPaths(state_dir).enrolment)
     transport = HttpTransport(ca_file=Path(enrolment.ca) if enrolment.ca else None)
     health = HealthProbe(engine.nft.exists, lambda: resolver_answers(engine))
     return SyncAgent(state_dir, engine, transport, health)

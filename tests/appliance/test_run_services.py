@@ -9,7 +9,9 @@ import asyncio
 import threading
 from pathlib import Path
 
-from appliance.commands import RESTART_ENROLLED, _serve, _services_setup
+import pytest
+
+from appliance.commands import RESTART_ENROLLED, SyncThread, _serve, _services_setup
 from appliance.engine import Engine
 from appliance.nft import MemoryNft
 from appliance.store import ConfigStore
@@ -40,3 +42,40 @@ def test_serve_returns_for_a_restart_when_the_setup_changes(tmp_path: Path) -> N
     threading.Timer(0.3, enrolled.set).start()
     code = asyncio.run(_serve(engine, tmp_path, tmp_path / "state", enrolled.is_set))
     assert code == RESTART_ENROLLED
+
+
+def test_the_sync_thread_is_started_once_and_again_only_if_it_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept across the services' restarts: never a second agent beside one still in a cycle.
+    A box whose enrolment cannot be read ends the loop; the next restart tries again."""
+    sync = SyncThread(tmp_path / "state", 300.0)
+    sync.ensure_running()  # not enrolled: the loop says why and ends
+    thread = sync._thread
+    assert thread is not None
+    thread.join(10)
+    assert not sync.running
+    sync.ensure_running()
+    assert sync._thread is not thread, "an ended loop is started again"
+    sync._thread.join(10)
+
+    started = threading.Event()
+    release = threading.Event()
+
+    def long_cycle(state_dir: Path, interval: float, stop: threading.Event) -> int:
+        started.set()
+        release.wait(10)
+        return 0
+
+    monkeypatch.setattr("appliance.sync.sync_cmd.serve_loop", long_cycle)
+    busy = SyncThread(tmp_path / "state", 300.0)
+    try:
+        busy.ensure_running()
+        assert started.wait(5)
+        first = busy._thread
+        busy.ensure_running()  # a restart while the first is in a cycle
+        assert busy._thread is first
+    finally:
+        release.set()
+        busy.stop(5)
+    assert not busy.running
