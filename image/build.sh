@@ -164,8 +164,10 @@ if [ "$ARCH" = arm64 ]; then
     mkfs.vfat -F 32 -n RASPIFIRM --invariant -i "$(uuid_for boot | cut -c1-8)" -C "$ESP" \
         $(( ESP_MB * 1024 )) >/dev/null
     mcopy -i "$ESP" -s -p -Q "$FW"/* ::/
-    # In the root, /boot/firmware is only the partition's mount point: no second copy.
+    # In the root, /boot/firmware is only the partition's mount point: no second copy. Emptying
+    # it sets the directory's mtime to now: back to SOURCE_DATE_EPOCH (two builds differed there).
     find "$FW" -mindepth 1 -delete
+    touch --date="@$SOURCE_DATE_EPOCH" "$FW"
 else
     SDBOOT=$ROOT/usr/lib/systemd/boot/efi/systemd-bootx64.efi
     [ -f "$SDBOOT" ] || die "no $SDBOOT (systemd-boot-efi)"
