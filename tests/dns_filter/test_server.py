@@ -185,6 +185,33 @@ def test_block_lists_subdomains_exceptions_and_cname_chains(make) -> None:
     assert logged["alias.test"].rule is not None and logged["alias.test"].rule.startswith("cname")
 
 
+def test_the_rule_is_logged_the_same_on_a_cached_verdict_and_the_cache_shares_it(make) -> None:
+    """The verdict cache keeps one Match per way of matching (memory: 100,000 blocked names
+    must not cost 100,000 Match objects), but the query log still names the rule that hit."""
+    r = make()
+    for _ in range(2):  # the first decision, then the cached one
+        for name in ("ads.test", "one.ads.test", "two.ads.test", "tracker.example"):
+            assert r.query(name).header.rcode == RCODE.NXDOMAIN
+    r.log.flush()
+    rules = [(e.qname, e.rule, e.list) for e in r.log.recent(50)]
+    assert sorted(set(rules)) == [
+        ("ads.test", "ads.test", "ads"),
+        ("one.ads.test", "ads.test", "ads"),
+        ("tracker.example", "tracker.example", "ads"),
+        ("two.ads.test", "ads.test", "ads"),
+    ]
+    assert len(rules) == 8
+    cached = r.resolver._verdicts
+    assert cached["ads.test"] is cached["tracker.example"], "exact matches share one object"
+    assert cached["one.ads.test"] is cached["two.ads.test"], "so do names under one parent"
+    full = r.resolver._match("tracker.example")
+    assert full is not None and (full.verdict, full.list_name, full.rule) == (
+        "block",
+        "ads",
+        "tracker.example",
+    )
+
+
 @pytest.mark.parametrize(
     ("mode", "check"),
     [
