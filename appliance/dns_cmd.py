@@ -63,8 +63,11 @@ def _metrics_server(resolver: Resolver, address: ListenAddress) -> http.server.T
             if self.path != "/metrics":
                 self.send_error(404)
                 return
+            log = resolver.log
             body = resolver.metrics.render(
-                cache=resolver.cache.stats(), upstreams=resolver.pool.stats()
+                cache=resolver.cache.stats(),
+                upstreams=resolver.pool.stats(),
+                querylog=None if log is None else {"written": log.written, "dropped": log.dropped},
             ).encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")

@@ -39,6 +39,7 @@ class Metrics:
         cache: Mapping[str, int] | None = None,
         upstreams: Iterable[Mapping[str, object]] = (),
         extra: Mapping[str, float] | None = None,
+        querylog: Mapping[str, int] | None = None,
     ) -> str:
         out: list[str] = [
             "# HELP edgeguard_dns_answers_total DNS answers by verdict.",
@@ -79,6 +80,13 @@ class Metrics:
         for u in upstreams:
             label = f'upstream="{u.get("address")}",protocol="{u.get("protocol")}"'
             out.append(f"edgeguard_dns_upstream_healthy{{{label}}} {1 if u.get('healthy') else 0}")
+        if querylog is not None:  # written, and dropped because the writer fell behind
+            out += ["# HELP edgeguard_dns_querylog_entries_total Query log entries by outcome.",
+                    "# TYPE edgeguard_dns_querylog_entries_total counter"]  # fmt: skip
+            out += [
+                f'edgeguard_dns_querylog_entries_total{{outcome="{k}"}} {n}'
+                for k, n in sorted(querylog.items())
+            ]
         for key, gauge in sorted((extra or {}).items()):
             out += [f"# TYPE edgeguard_dns_{key} gauge", f"edgeguard_dns_{key} {gauge:g}"]
         return "\n".join(out) + "\n"

@@ -30,7 +30,8 @@ def _entry(i: int, verdict: str = "blocked") -> LogEntry:
 
 
 def test_query_log_writes_in_batches_off_the_answer_path(tmp_path: Path) -> None:
-    log = QueryLog(tmp_path / "q.db", interval=0.05)
+    # 20,000 entries at once (no DNS server logs that fast): room for all of them
+    log = QueryLog(tmp_path / "q.db", interval=0.05, max_pending=20_000)
     try:
         start = time.perf_counter()
         for i in range(20_000):
@@ -86,6 +87,7 @@ def test_metrics_render_prometheus_text() -> None:
         cache={"hits": 5},
         upstreams=[{"address": "127.0.0.1:5399", "protocol": "udp", "healthy": True}],
         extra={"blocklist_entries": 1000},
+        querylog={"written": 7, "dropped": 2},
     )
     assert 'edgeguard_dns_answers_total{verdict="blocked"} 2' in text
     assert 'edgeguard_dns_queries_by_type_total{qtype="28"} 1' in text
@@ -95,6 +97,7 @@ def test_metrics_render_prometheus_text() -> None:
     assert "edgeguard_dns_cache_hits_total 5" in text
     assert 'edgeguard_dns_upstream_healthy{upstream="127.0.0.1:5399",protocol="udp"} 1' in text
     assert "edgeguard_dns_blocklist_entries 1000" in text
+    assert 'edgeguard_dns_querylog_entries_total{outcome="dropped"} 2' in text
     assert m.total == 3
 
 
