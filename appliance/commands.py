@@ -200,7 +200,7 @@ class SyncThread:
 
     def ensure_running(self) -> None:
         """Start the loop, or start it again if it ended (an unreadable enrolment)."""
-        if self._thread is not None and self._thread.is_alive():
+        if self.running:
             return
         from appliance.sync.sync_cmd import serve_loop
 

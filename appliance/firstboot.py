@@ -245,10 +245,7 @@ def configure(esp_dir: Path, state_dir: Path, net_dir: Path = Path("/sys/class/n
     esp_policy = esp_dir / "policy.yaml"
     data: dict[str, Any] | None = None
     if (esp_dir / "network.json").exists():
-        try:
-            data = json.loads((esp_dir / "network.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise FirstBootError(f"{esp_dir / 'network.json'}: {exc}") from exc
+        data = _read_json(esp_dir / "network.json")
         if not isinstance(data, dict):
             raise FirstBootError(f"{esp_dir / 'network.json'}: expected an object")
         lines.append(f"network settings from {esp_dir / 'network.json'}")
@@ -270,6 +267,14 @@ def configure(esp_dir: Path, state_dir: Path, net_dir: Path = Path("/sys/class/n
     return lines
 
 
+def _read_json(path: Path, where: str | None = None) -> Any:
+    """A technician's JSON file from the boot partition, or FirstBootError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FirstBootError(f"{where or path}: {exc}") from exc
+
+
 # -- enrolment from the boot partition -------------------------------------------------------
 def enrol_argv(esp_dir: Path, state_dir: Path) -> list[str]:
     """``edgeguard sync enrol`` arguments from ``<esp>/enrol.json``; copies its files in.
@@ -278,10 +283,7 @@ def enrol_argv(esp_dir: Path, state_dir: Path) -> list[str]:
     path: so the root and CA files are copied to ``<state>/sync-request/`` first and the
     arguments point there."""
     path = esp_dir / "enrol.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FirstBootError(f"{path}: {exc}") from exc
+    data = _read_json(path)
     if not isinstance(data, dict):
         raise FirstBootError(f"{path}: expected an object")
     allowed = {*ENROL_FIELDS, "root", "root_file", "root_keyid", "ca_file"}
@@ -300,10 +302,7 @@ def enrol_argv(esp_dir: Path, state_dir: Path) -> list[str]:
     request.mkdir(mode=0o700, exist_ok=True)
     root = data["root"] if "root" in data else _esp_file(esp_dir, data["root_file"], path)
     if isinstance(root, Path):
-        try:
-            root = json.loads(root.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise FirstBootError(f"{path}: root_file: {exc}") from exc
+        root = _read_json(root, f"{path}: root_file")
     if not isinstance(root, dict):
         raise FirstBootError(f"{path}: root must be the root.json object")
     (request / "root.json").write_text(json.dumps(root), encoding="utf-8")

@@ -19,22 +19,19 @@ from tests.appliance.helpers import wait_until
 from tests.appliance.sync.conftest import Appliance, Msp
 
 
-def _agent_in_thread(msp: Msp, box: Appliance, agents: list[SyncAgent]) -> SyncAgent:
+def _agent_in_thread(msp: Msp, box: Appliance) -> SyncAgent:
     """Like ``agent_for``: made in the loop's own thread (its own store connection), with
     the box's in-memory nftables."""
     engine = Engine(ConfigStore(box.state), box.nft, msp.clock)
     health = HealthProbe(box.nft.exists, lambda: True, uptime_s=lambda: 1)
-    agents.append(SyncAgent(box.state, engine, HttpTransport(timeout=5), health))
-    return agents[-1]
+    return SyncAgent(box.state, engine, HttpTransport(timeout=5), health)
 
 
-def _run(
-    msp: Msp, box: Appliance, interval: float, agents: list[SyncAgent]
-) -> tuple[threading.Thread, threading.Event]:
+def _run(msp: Msp, box: Appliance, interval: float) -> tuple[threading.Thread, threading.Event]:
     stop = threading.Event()
     thread = threading.Thread(
         target=serve_loop,
-        args=(box.state, interval, stop, lambda _state: _agent_in_thread(msp, box, agents)),
+        args=(box.state, interval, stop, lambda _state: _agent_in_thread(msp, box)),
         daemon=True,
     )
     thread.start()
@@ -45,7 +42,7 @@ def test_the_thread_applies_a_published_bundle_and_stops_when_told(
     msp: Msp, box: Appliance
 ) -> None:
     msp.publish(1)
-    thread, stop = _run(msp, box, 0.05, [])
+    thread, stop = _run(msp, box, 0.05)
     try:
         assert wait_until(lambda: box.state_json().get("bundle_version") == 1, 20, 0.05), (
             box.state_json()
@@ -73,7 +70,7 @@ def test_an_unforeseen_error_in_a_cycle_is_reported_and_the_loop_goes_on(
 
     monkeypatch.setattr(SyncAgent, "run_once", flaky)
     # interval 0.01 s: after the failed cycle the backoff doubles it, still well under a second
-    thread, stop = _run(msp, box, 0.01, [])
+    thread, stop = _run(msp, box, 0.01)
     try:
         assert wait_until(lambda: box.state_json().get("bundle_version") == 1, 20, 0.05)
     finally:
