@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dns_filter.index import DomainIndex, DomainIndexBuilder, name_key, trim_heap
+from dns_filter.index import (
+    DomainIndex,
+    DomainIndexBuilder,
+    IndexFormatError,
+    name_key,
+    trim_heap,
+)
 
 
 def test_membership_len_and_dedupe() -> None:
@@ -94,3 +103,34 @@ def test_index_agrees_with_a_set_at_partition_scale(seed: int, extra: int) -> No
     assert len(index) == len(members)
     assert all(name in index for name in members)
     assert not any(f"{seed}-{i}.example" in index for i in range(-5000, 0))
+
+
+def test_bytes_round_trip_answers_alike() -> None:
+    names = [f"host{i}.example{i % 300}.net" for i in range(50_000)]
+    index = DomainIndex.build(names)
+    data = b"prefix" + index.to_bytes() + b"suffix"
+    copy, end = DomainIndex.from_bytes(data, len(b"prefix"))
+    assert data[end:] == b"suffix"
+    assert len(copy) == len(index)
+    assert list(copy.keys()) == list(index.keys())
+    assert all(name in copy for name in names[::97])
+    assert "host1.example2.net" not in copy  # 1 % 300 is 1, not 2
+    empty, _ = DomainIndex.from_bytes(DomainIndex.build([]).to_bytes())
+    assert len(empty) == 0 and "a.example" not in empty
+
+
+def test_from_bytes_refuses_truncated_and_foreign_data() -> None:
+    data = DomainIndex.build(f"n{i}.example" for i in range(5000)).to_bytes()
+    for bad in (b"", data[:3], data[:40], data[:-1], b"XXXX" + data[4:]):
+        with pytest.raises(IndexFormatError):
+            DomainIndex.from_bytes(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.integers(min_value=0, max_value=400))
+def test_from_bytes_never_fails_otherwise(junk: bytes, at: int) -> None:
+    """Damaged bytes give IndexFormatError or some index, never another exception."""
+    data = bytearray(DomainIndex.build(["a.example", "b.example"]).to_bytes())
+    data[at : at + len(junk)] = junk
+    with contextlib.suppress(IndexFormatError):
+        DomainIndex.from_bytes(bytes(data))
