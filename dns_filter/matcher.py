@@ -23,13 +23,15 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
 from dns_filter.errors import DnsFilterError
-from dns_filter.index import DomainIndex, DomainIndexBuilder, name_key, trim_heap
-from dns_filter.lists import ListSummary, parse_list
+from dns_filter.index import DomainIndex, name_key, trim_heap
+from dns_filter.listcache import CompiledList, ListCache, compile_list
+from dns_filter.lists import ListSummary
 
 __all__ = ["Match", "Matcher", "MatcherError", "Verdict"]
 
@@ -97,38 +99,6 @@ class _RegexRules:
         return None
 
 
-@dataclass(slots=True)
-class _IndexSink:
-    """``RuleSink`` that feeds index builders; an allow list turns every rule into an allow."""
-
-    allow_list: bool
-    names: tuple[DomainIndexBuilder, DomainIndexBuilder] = field(
-        default_factory=lambda: (DomainIndexBuilder(), DomainIndexBuilder())
-    )
-    wildcards: tuple[DomainIndexBuilder, DomainIndexBuilder] = field(
-        default_factory=lambda: (DomainIndexBuilder(), DomainIndexBuilder())
-    )
-    regexes: tuple[list[str], list[str]] = field(default_factory=lambda: ([], []))
-
-    def block(self, names: Sequence[str | bytes]) -> None:
-        self.names[self.allow_list].add_many(names)
-
-    def allow(self, names: Sequence[str | bytes]) -> None:
-        self.names[1].add_many(names)
-
-    def block_suffix(self, names: Sequence[str | bytes]) -> None:
-        self.wildcards[self.allow_list].add_many(names)
-
-    def allow_suffix(self, names: Sequence[str | bytes]) -> None:
-        self.wildcards[1].add_many(names)
-
-    def regex_block(self, pattern: str) -> None:
-        self.regexes[self.allow_list].append(pattern)
-
-    def regex_allow(self, pattern: str) -> None:
-        self.regexes[1].append(pattern)
-
-
 class Matcher:
     """Block/allow decisions over named lists (see the module docstring for the semantics)."""
 
@@ -150,40 +120,55 @@ class Matcher:
         self._nbytes = 0
 
     @classmethod
-    def build(cls, lists: Iterable[tuple[str, ListSource, str]]) -> Matcher:
-        """A new matcher from ``(name, source, kind)`` triples, e.g. to swap in atomically."""
+    def build(
+        cls, lists: Iterable[tuple[str, ListSource, str]], cache: ListCache | None = None
+    ) -> Matcher:
+        """A new matcher from ``(name, source, kind)`` triples, e.g. to swap in atomically.
+
+        With ``cache``, list files are compiled through it (see ``dns_filter.listcache``).
+        """
         matcher = cls()
         for name, source, kind in lists:
-            matcher.add_list(name, source, kind)
+            matcher.add_list(name, source, kind, cache)
         return matcher
 
-    def add_list(self, name: str, source: ListSource, kind: str = "block") -> ListSummary:
+    def add_list(
+        self, name: str, source: ListSource, kind: str = "block", cache: ListCache | None = None
+    ) -> ListSummary:
         """Parse ``source`` (a path, or an iterable of lines) as list ``name``; its summary.
 
         ``kind="allow"`` makes every rule of the list an allow rule. Lists are matched in the
         order they were added. Raises ``MatcherError`` for a duplicate name, an unknown kind
-        or an unreadable file; bad lines are only counted in the summary.
+        or an unreadable file; bad lines are only counted in the summary. A path is read
+        through ``cache`` when one is given.
         """
         if name in self._summaries:
             raise MatcherError(f"list {name!r} is already loaded")
         if kind not in ("block", "allow"):
             raise MatcherError(f"list {name!r}: kind must be 'block' or 'allow', not {kind!r}")
-        sink = _IndexSink(allow_list=kind == "allow")
         try:
-            summary = parse_list(source, sink)
+            if cache is not None and isinstance(source, str | os.PathLike):
+                compiled = cache.compiled(Path(source), kind)
+            else:
+                compiled = compile_list(source, kind)
         except DnsFilterError as e:
             raise MatcherError(str(e)) from e
+        self._add_compiled(name, compiled)
+        trim_heap()  # the build's freed buffers would otherwise stay in our RSS
+        return compiled.summary
+
+    def _add_compiled(self, name: str, compiled: CompiledList) -> None:
+        summary = compiled.summary
         for verdict in (0, 1):
-            for target, big, small, builder in (
-                (self._names, self._big_names, self._small_names, sink.names[verdict]),
+            for target, big, small, index in (
+                (self._names, self._big_names, self._small_names, compiled.names[verdict]),
                 (
                     self._wildcards,
                     self._big_wildcards,
                     self._small_wildcards,
-                    sink.wildcards[verdict],
+                    compiled.wildcards[verdict],
                 ),
             ):
-                index = builder.finish()
                 if len(index):
                     entry = (name, index, summary.max_labels)
                     target[verdict].append(entry)
@@ -193,11 +178,9 @@ class Matcher:
                         big[verdict].append(entry)
                     self._max_labels = max(self._max_labels, summary.max_labels)
                     self._nbytes += index.nbytes
-            if sink.regexes[verdict]:
-                self._regexes[verdict].append((name, _RegexRules(sink.regexes[verdict])))
+            if compiled.regexes[verdict]:
+                self._regexes[verdict].append((name, _RegexRules(compiled.regexes[verdict])))
         self._summaries[name] = summary
-        trim_heap()  # the build's freed buffers would otherwise stay in our RSS
-        return summary
 
     @property
     def lists(self) -> Mapping[str, ListSummary]:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dns_filter.listcache import ListCache
 from dns_filter.lists import parse_list
 from dns_filter.matcher import Matcher
 
@@ -64,6 +65,7 @@ class ListUpdater:
     interval: float = 24 * 3600.0
     timeout: float = 30.0
     status: dict[str, SourceStatus] = field(default_factory=dict)
+    index_cache: ListCache | None = None  # compiled lists reused across restarts
 
     def __post_init__(self) -> None:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +156,7 @@ class ListUpdater:
                 copy = self._cached(url)
                 if copy.exists():
                     entries.append((f"{source.name} <{url}>", copy, source.kind))
-        return Matcher.build(entries)
+        return Matcher.build(entries, self.index_cache)
 
     def refresh(self) -> bool:
         """One round: fetch URLs, look at files; swap in a new matcher if anything changed."""
