@@ -227,9 +227,19 @@ def build_parser(
     return parser
 
 
+SEEDED_COMMANDS = ("run", "dns")
+"""Commands that build block lists: they run with the box's hash seed (``appliance.hashseed``),
+so their compiled lists are reused across restarts."""
+
+
 def main(argv: Sequence[str] | None = None, extra: Sequence[CommandGroup] = ()) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(extra, requested_command(args_in))
+    command = requested_command(args_in)
+    if argv is None and command in SEEDED_COMMANDS:  # a real command line, not a test's call
+        from appliance.hashseed import pin_hash_seed
+
+        pin_hash_seed()  # may re-execute this command line; before the heavy imports below
+    parser = build_parser(extra, command)
     args = parser.parse_args(args_in)
     try:
         return int(args.func(args))

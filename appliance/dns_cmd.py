@@ -25,7 +25,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from appliance.dns_service import resolver_for
+from appliance.dns_service import cache_line, index_cache, resolver_for
 from appliance.neighbors import NeighborTable
 from appliance.webfilter import uses_macs
 from dns_filter.errors import DnsFilterError
@@ -103,12 +103,16 @@ def cmd_dns_serve(args: argparse.Namespace) -> int:
         return _serve_policy(args, started)
     try:
         listen = [ListenAddress.parse(a) for a in args.listen or ["127.0.0.1:5353"]]
-        matcher = ListUpdater(list_sources(args), LIST_CACHE, lambda _: None).build()
+        cache = index_cache()
+        matcher = ListUpdater(
+            list_sources(args), LIST_CACHE, lambda _: None, index_cache=cache
+        ).build()
     except (OSError, ValueError, DnsFilterError) as exc:
         print(f"edgeguard dns serve: {exc}", file=sys.stderr)
         return 2
     for name, summary in matcher.lists.items():
         print(f"list {name}: {summary}", flush=True)
+    print(cache_line(cache), flush=True)
     config = ResolverConfig(
         upstreams=tuple(args.upstream or ["127.0.0.1:5399"]),
         block_mode=args.block_mode or "nxdomain",
@@ -134,7 +138,7 @@ def _run(config: ResolverConfig, matcher: Matcher, listen: list[ListenAddress],
     def swap(new: Matcher) -> None:
         resolver.matcher = new  # lists edited on disk: swapped in whole
 
-    updater = ListUpdater(list_sources(args), LIST_CACHE, swap)
+    updater = ListUpdater(list_sources(args), LIST_CACHE, swap, index_cache=index_cache())
     return _serve_worker(resolver, updater, listen, args, worker, started)
 
 

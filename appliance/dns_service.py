@@ -7,13 +7,16 @@ zones (never the masquerade/WAN zones) plus loopback, so it is never an open res
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 
+from appliance.hashseed import hash_seed_pinned, seed_file
 from appliance.neighbors import NeighborTable
 from appliance.webfilter import client_policy, domain_sets, filter_sources
 from dns_filter.feeds import RecentBlocks, SetFeed
+from dns_filter.listcache import ListCache
 from dns_filter.matcher import Matcher
 from dns_filter.querylog import QueryLog
 from dns_filter.resolver import Resolver, ResolverConfig
@@ -65,15 +68,48 @@ def list_sources(policy: Policy) -> list[ListSource]:
     return sources
 
 
+def index_cache() -> ListCache | None:
+    """The compiled-list cache beside the box's hash seed, when this process hashes with that
+    seed (``appliance.hashseed``); None otherwise: lists are then parsed at every build."""
+    seed = seed_file()
+    if seed is None or not hash_seed_pinned():
+        return None
+    return _list_cache(seed.parent / "index")
+
+
+@functools.cache
+def _list_cache(directory: Path) -> ListCache | None:
+    """One cache object per directory and process (its counters cover every build)."""
+    try:
+        return ListCache(directory)
+    except OSError:
+        return None
+
+
 def updater_for(policy: Policy, state_dir: Path, on_swap: Callable[[Matcher], None]) -> ListUpdater:
-    return ListUpdater(list_sources(policy), state_dir / "lists", on_swap)
+    lists = list_sources(policy)
+    return ListUpdater(lists, state_dir / "lists", on_swap, index_cache=index_cache())
 
 
 def build_matcher(policy: Policy, state_dir: Path) -> tuple[Matcher, list[str]]:
-    """Every list of the dns section (URL lists from their last download), and one line per
-    list saying what it held."""
-    matcher = updater_for(policy, state_dir, lambda _: None).build()
-    return matcher, [f"list {name}: {summary}" for name, summary in matcher.lists.items()]
+    """Every list of the dns section (URL lists from their last download), one line per list
+    saying what it held, and one on the compiled-list cache."""
+    updater = updater_for(policy, state_dir, lambda _: None)
+    cache = updater.index_cache
+    before = (cache.hits, cache.misses) if cache is not None else (0, 0)
+    matcher = updater.build()
+    lines = [f"list {name}: {summary}" for name, summary in matcher.lists.items()]
+    return matcher, [*lines, cache_line(cache, before)]
+
+
+def cache_line(cache: ListCache | None, before: tuple[int, int] = (0, 0)) -> str:
+    """What the compiled-list cache did since ``before`` (hits, misses), and its problems."""
+    if cache is None:
+        return "list files parsed in full (no pinned hash seed, so no compiled-list cache)"
+    hits, misses = cache.hits - before[0], cache.misses - before[1]
+    line = f"list files: {hits} loaded compiled, {misses} parsed (cache {cache.directory})"
+    problems, cache.problems[:] = list(cache.problems), []
+    return line + "".join(f"; {problem}" for problem in problems)
 
 
 def resolver_for(

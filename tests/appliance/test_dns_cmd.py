@@ -9,8 +9,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from dnslib import RCODE, DNSRecord
 
+from appliance.hashseed import SEED_FILE_ENV
 from tests.dns_filter.test_server import Upstream
 
 ZONE = "allowed.test. 60 A 198.51.100.10\n"
@@ -65,6 +67,47 @@ def test_dns_serve_answers_blocks_and_exports_metrics(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=10)
         upstream.stop()
     assert proc.returncode == 0, out
+
+
+def test_dns_serve_reuses_the_compiled_list_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second start reads the list compiled by the first (same pinned seed) and blocks
+    the same names; an edit of the list is parsed again."""
+    monkeypatch.setenv(SEED_FILE_ENV, str(tmp_path / "seed" / "hashseed"))
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    listfile = tmp_path / "list.txt"
+    listfile.write_text("tracker.test\n")
+    upstream = Upstream("a.tracker.test. 60 A 198.51.100.10\nother.test. 60 A 198.51.100.11\n")
+    cmd = [sys.executable, "-m", "appliance.cli", "dns", "serve", "--listen", "127.0.0.1:0",
+           "--blocklist", str(listfile), "--upstream", f"127.0.0.1:{upstream.port}",
+           "--no-querylog"]  # fmt: skip
+    seen = []
+    try:
+        for step in ("parsed", "loaded", "edited"):
+            if step == "edited":
+                listfile.write_text("other.test\n")
+            proc, port, lines = _start(cmd)
+            try:
+                blocked = [
+                    DNSRecord.parse(
+                        DNSRecord.question(name).send("127.0.0.1", port, timeout=3)
+                    ).header.rcode
+                    == RCODE.NXDOMAIN
+                    for name in ("a.tracker.test", "other.test")
+                ]
+            finally:
+                proc.terminate()
+                proc.communicate(timeout=10)
+            (cache,) = [line for line in lines if line.startswith("list files:")]
+            seen.append((cache.split(" (")[0], blocked))
+    finally:
+        upstream.stop()
+    assert seen == [
+        ("list files: 0 loaded compiled, 1 parsed", [True, False]),
+        ("list files: 1 loaded compiled, 0 parsed", [True, False]),
+        ("list files: 0 loaded compiled, 1 parsed", [False, True]),
+    ]
 
 
 def test_dns_serve_refuses_a_missing_list(tmp_path: Path) -> None:
