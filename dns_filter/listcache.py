@@ -24,11 +24,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 import struct
 import sys
 import time
 import zlib
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +42,8 @@ __all__ = ["CompiledList", "ListCache", "compile_list"]
 
 MAX_AGE_DAYS = 30
 _MAGIC = b"EGLIST1\n"
-_CRC = struct.Struct("<I")
+_LENGTH = struct.Struct("<I")  # of the JSON header that follows the magic
+_CRC = struct.Struct("<I")  # of everything before it, at the end
 _PROBE = b"edgeguard-index-probe.example"
 
 
@@ -167,46 +170,75 @@ class ListCache:
         return compiled
 
     def _load(self, file: Path, meta: dict[str, object]) -> CompiledList | None:
+        """The compiled list in ``file`` if it is intact and ``meta`` matches, else None.
+
+        The file is memory-mapped and the arrays copied straight out of the mapping: reading
+        it into one 8 MB ``bytes`` first left ~2.5 MB more RSS after load (glibc raises its
+        mmap threshold when such a block is freed, and later big allocations stay on the heap).
+        """
         try:
-            data = file.read_bytes()
+            with open(file, "rb") as f:
+                if os.fstat(f.fileno()).st_size < len(_MAGIC) + _CRC.size:
+                    self.problems.append(f"{file.name}: damaged (too short), compiled again")
+                    return None
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                    compiled = self._parse(file, memoryview(mapped), meta)
         except FileNotFoundError:
             return None
-        except OSError as exc:
-            self.problems.append(f"{file.name}: cannot read ({exc.strerror or exc})")
+        except (OSError, BufferError) as exc:
+            self.problems.append(f"{file.name}: cannot read ({exc}), compiled again")
             return None
-        body = memoryview(data)[: -_CRC.size]
-        if (
-            len(data) < len(_MAGIC) + _CRC.size
-            or not data.startswith(_MAGIC)
-            or _CRC.unpack_from(data, len(body))[0] != zlib.crc32(body)
-        ):
-            self.problems.append(f"{file.name}: damaged (checksum), compiled again")
-            return None
-        try:
-            end = data.index(b"\n", len(_MAGIC))
-            header = json.loads(data[len(_MAGIC) : end])
-            if {k: header.get(k) for k in meta} != meta:
-                return None  # another list version, code version or hash seed: not an error
-            offset = end + 1
-            indexes = []
-            for _ in range(4):
-                index, offset = DomainIndex.from_bytes(body, offset)
-                indexes.append(index)
-            summary = ListSummary(**header["summary"])
-            summary.errors = [(int(n), str(reason)) for n, reason in summary.errors]
-            block_re, allow_re = header["regexes"]
-            regexes = ([str(p) for p in block_re], [str(p) for p in allow_re])
-        except (ValueError, KeyError, TypeError, IndexError, IndexFormatError) as exc:
-            self.problems.append(f"{file.name}: unreadable ({exc}), compiled again")
-            return None
-        with contextlib.suppress(OSError):
-            os.utime(file)  # in use: keep it from being pruned
+        if compiled is not None:
+            with contextlib.suppress(OSError):
+                os.utime(file)  # in use: keep it from being pruned
+        return compiled
+
+    def _parse(self, file: Path, data: memoryview, meta: dict[str, object]) -> CompiledList | None:
+        with data:  # released before the mapping closes
+            body = data[: -_CRC.size]
+            crc = _CRC.unpack_from(data, len(body))[0]
+            if data[: len(_MAGIC)] != _MAGIC or crc != zlib.crc32(body):
+                body.release()
+                self.problems.append(f"{file.name}: damaged (checksum), compiled again")
+                return None
+            try:
+                (size,) = _LENGTH.unpack_from(body, len(_MAGIC))
+                offset = len(_MAGIC) + _LENGTH.size + size
+                if offset > len(body):
+                    raise ValueError("header longer than the file")
+                header = json.loads(bytes(body[len(_MAGIC) + _LENGTH.size : offset]))
+                if not isinstance(header, dict):
+                    raise TypeError("header is not an object")
+                if {k: header.get(k) for k in meta} != meta:
+                    return None  # another list version, code version or hash seed: not an error
+                indexes = []
+                for _ in range(4):
+                    index, offset = DomainIndex.from_bytes(body, offset)
+                    indexes.append(index)
+                summary = ListSummary(**header["summary"])
+                summary.errors = [(int(n), str(reason)) for n, reason in summary.errors]
+                block_re, allow_re = header["regexes"]
+                regexes = ([str(p) for p in block_re], [str(p) for p in allow_re])
+            except (
+                IndexFormatError,
+                ValueError,
+                KeyError,
+                TypeError,
+                IndexError,
+                struct.error,
+            ) as exc:
+                self.problems.append(f"{file.name}: unreadable ({exc}), compiled again")
+                return None
+            finally:
+                body.release()
         return CompiledList(summary, (indexes[0], indexes[1]), (indexes[2], indexes[3]), regexes)
 
     def _store(self, file: Path, meta: dict[str, object], compiled: CompiledList) -> None:
         header = {**meta, "summary": asdict(compiled.summary), "regexes": compiled.regexes}
-        parts = [_MAGIC, json.dumps(header, separators=(",", ":")).encode(), b"\n"]
-        parts += [index.to_bytes() for index in (*compiled.names, *compiled.wildcards)]
+        text = json.dumps(header, separators=(",", ":")).encode()
+        parts: list[bytes | array[int]] = [_MAGIC, _LENGTH.pack(len(text)), text]
+        for index in (*compiled.names, *compiled.wildcards):
+            parts += index.buffers()  # the arrays themselves: no 8 MB copy (see ``_load``)
         crc = 0
         for part in parts:
             crc = zlib.crc32(part, crc)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,33 @@ def test_a_damaged_cache_file_is_rebuilt(tmp_path: Path, listfile: Path) -> None
     file.write_bytes(file.read_bytes()[:100])  # truncated
     assert answers(build(listfile, cache)) == expected
     assert cache.misses == 3
+
+
+@pytest.mark.parametrize(
+    ("inner", "problem"),
+    [
+        (b"\xff\xff\x00\x00{}", "unreadable"),  # header length past the end
+        (b"\x04\x00\x00\x00null", "unreadable"),  # header not an object
+        (b"\x02\x00\x00\x00{}", None),  # a header of another version: an ordinary miss
+    ],
+)
+def test_an_intact_but_unreadable_cache_file_is_rebuilt(
+    tmp_path: Path, listfile: Path, inner: bytes, problem: str | None
+) -> None:
+    """A checksum that matches over nonsense (a bug, or a hand-made file) is not trusted."""
+    cache = ListCache(tmp_path / "cache")
+    expected = answers(build(listfile, cache))
+    (file,) = (tmp_path / "cache").glob("*.idx")
+    body = b"EGLIST1\n" + inner
+    file.write_bytes(body + zlib.crc32(body).to_bytes(4, "little"))
+    assert answers(build(listfile, cache)) == expected
+    assert cache.misses == 2
+    assert [p.split(" (")[0].split(": ")[1] for p in cache.problems] == (
+        [problem] if problem else []
+    )
+    (header_wrong,) = (tmp_path / "cache").glob("*.idx")  # rewritten whole: a hit next time
+    build(listfile, cache)
+    assert cache.hits == 1 and header_wrong == file
 
 
 def test_cache_files_are_private_and_old_ones_pruned(tmp_path: Path, listfile: Path) -> None:
