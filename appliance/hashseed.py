@@ -109,9 +109,17 @@ def pin_hash_seed() -> bool:
         return True
     if os.environ.get(_TRIED_ENV):
         return False
+    before = os.environ.get("PYTHONHASHSEED")
     os.environ["PYTHONHASHSEED"] = str(seed)
     os.environ[_TRIED_ENV] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
-    raise AssertionError("unreachable")  # pragma: no cover - execv does not return
+    try:
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    except OSError as exc:  # no interpreter path (embedded) or exec refused: run unpinned
+        if before is None:
+            del os.environ["PYTHONHASHSEED"]
+        else:
+            os.environ["PYTHONHASHSEED"] = before
+        sys.stderr.write(f"edgeguard: cannot re-execute with the hash seed ({exc})\n")
+    return False
