@@ -34,7 +34,11 @@ def seed_file() -> Path | None:
     configured = os.environ.get(SEED_FILE_ENV)
     if configured is not None:
         return Path(configured) if configured else None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # unset, or relative (which the XDG spec says to ignore)
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):
+        return None  # no home directory: never a seed relative to the working directory
     return Path(base) / "edgeguard" / "hashseed"
 
 

@@ -43,6 +43,11 @@ def test_where_the_seed_lives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.delenv(SEED_FILE_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert seed_file() == tmp_path / "edgeguard" / "hashseed"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert seed_file() == tmp_path / "home" / ".cache" / "edgeguard" / "hashseed"
+    monkeypatch.setenv("HOME", "also-relative")
+    assert seed_file() is None
 
 
 def _run(env_seed_file: str) -> tuple[list[str], str]:
