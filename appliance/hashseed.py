@@ -86,7 +86,7 @@ def _parse(text: str) -> int:
 def hash_seed_pinned() -> bool:
     """True if this interpreter hashes with the box's seed (so list caches may be used)."""
     path = seed_file()
-    if path is None:
+    if path is None or sys.flags.ignore_environment:  # -E/-I: PYTHONHASHSEED was not read
         return False
     try:
         seed = read_or_create_seed(path)
