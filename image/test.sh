@@ -281,6 +281,10 @@ check "state: enrolment saved by edgeguard sync enrol" "image-test-site https://
     "$(state_file /sync/enrolment.json | python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["site"], d["server"], d["appliance_id"])' || true)"
 check "state: the first policy names the two ports" "*enp0s16*enp0s17*" \
     "$(state_file /first-policy.yaml | grep -a 'interfaces:' | tr '\n' ' ')"
+check "state: the box's hash seed, owner-only" "*0600*" \
+    "$(debugfs -c -R 'stat /hashseed' "$RUN/state.img" 2>/dev/null | grep -a -o 'Mode: *[0-7]*' || true)"
+check "state: block lists kept compiled for the next start" "*.idx*" \
+    "$(debugfs -c -R 'ls /index' "$RUN/state.img" 2>/dev/null | tr '\n' ' ' || true)"
 check "enrolled: the credential file is gone from the ESP" "*root.json*" \
     "$(mdir -b -i "$DISK@@$ESP_AT" ::/edgeguard/ 2>&1 | tr '\n' ' ')"
 check "... and enrol.json with it" "" "$(mdir -b -i "$DISK@@$ESP_AT" ::/edgeguard/ 2>&1 | grep -i enrol.json || true)"
