@@ -85,6 +85,24 @@ def test_hit_decrements_ttl_and_rewrites_id(clock: FakeClock) -> None:
     assert len(cache) == 1  # kept for stale serving
 
 
+def test_hits_within_a_second_share_the_rendered_answer(clock: FakeClock) -> None:
+    """TTLs are rewritten when the age in whole seconds changes, not on every hit; each hit
+    still carries its own ID, and stale serving still sees the original offsets."""
+    cache = DnsCache(clock=clock)
+    cache.put(KEY, response(qid=1))
+    clock.advance(10.2)
+    first, second = cache.get(KEY, 0x1111), cache.get(KEY, 0x2222)
+    assert first is not None and second is not None
+    assert (first[:2], second[:2], first[2:] == second[2:]) == (b"\x11\x11", b"\x22\x22", True)
+    assert ttls(first) == ttls(second) == [290]
+    clock.advance(0.7)  # 10.9 s: the same whole second
+    assert ttls(cache.get(KEY, 3)) == [290]
+    clock.advance(0.2)  # 11.1 s
+    assert ttls(cache.get(KEY, 4)) == [289]
+    clock.advance(300)
+    assert ttls(cache.get_stale(KEY, 5)) == [STALE_TTL]
+
+
 def test_each_record_keeps_its_own_ttl_and_the_shortest_decides(clock: FakeClock) -> None:
     cname = RR(NAME, QTYPE.CNAME, rdata=CNAME("edge.example.net"), ttl=3600)
     answers = [cname, a_record(60, name="edge.example.net"), a_record(90, name="edge.example.net")]
