@@ -212,7 +212,14 @@ def _soa(q: Query, ttl: int, soa_name: str) -> bytes:
     The record sits right after the question (the answer section is empty), so MNAME and
     RNAME compress against its owner at offset ``question_end``.
     """
-    ptr = _pack_h(0xC000 | q.question_end)
+    return _soa_at(q.question_end, ttl, soa_name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _soa_at(question_end: int, ttl: int, soa_name: str) -> bytes:
+    """``_soa`` by what it depends on: a few hundred shapes in all (name lengths x TTLs), so
+    every blocked answer after the first of its length is a cache hit (0.1 µs, not 0.6)."""
+    ptr = _pack_h(0xC000 | question_end)
     rdata = (
         ptr
         + _HOSTMASTER
