@@ -6,9 +6,9 @@ process is useless to the next, and every start parsed the 1M-name list again (~
 seconds on a Pi) before it could answer. ``PYTHONHASHSEED`` fixes the seed, but is read only
 when the interpreter starts: the commands that serve DNS (``run``, ``dns``) call
 ``pin_hash_seed`` first thing, which re-executes the same command line once with the seed of
-the box when the environment does not carry it yet (~30 ms, before any heavy import).
+the box when the environment does not carry it yet (~50 ms here, before any heavy import).
 
-The seed stays secret (a file readable by root only): a seed known to an attacker would let
+The seed stays secret (a file only its owner reads): a seed known to an attacker would let
 them craft a name whose key equals an allow-listed one. ``PYTHONHASHSEED`` takes 32 bits; an
 attacker never sees a key, so they cannot search them. The file's place: the environment's
 ``EDGEGUARD_HASH_SEED_FILE`` (the appliance's unit sets one in its state directory; empty
