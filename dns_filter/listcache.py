@@ -185,7 +185,7 @@ class ListCache:
                     compiled = self._parse(file, memoryview(mapped), meta)
         except FileNotFoundError:
             return None
-        except (OSError, BufferError) as exc:
+        except (OSError, BufferError, ValueError) as exc:  # ValueError: mmap of an empty file
             self.problems.append(f"{file.name}: cannot read ({exc}), compiled again")
             return None
         if compiled is not None:
