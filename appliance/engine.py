@@ -290,6 +290,8 @@ class Engine:
                     self.nft.replace(self.store.texts(good.id)[1])
                 except ApplyError as exc:
                     return self._safe_mode(f"last good version {good.id} failed to apply: {exc}")
+                if self.store.restore_policy_file(good.id):
+                    self.store.event("recovered", f"policy.yaml rewritten from version {good.id}")
                 return f"applied last known good version {good.id}"
         if first_policy is None:
             return self._safe_mode("no policy has ever been applied and none was given")

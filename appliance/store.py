@@ -210,6 +210,22 @@ class ConfigStore:
         if to_version is not None:
             write_atomic(self.root / "policy.yaml", self.texts(to_version)[0])
 
+    def restore_policy_file(self, version: int) -> bool:
+        """Make ``policy.yaml`` hold ``version``'s policy; True if it had to be rewritten.
+
+        Why: ``make_live`` and ``revert`` commit the statuses first and write the file after,
+        so a crash in between (kill -9, power cut) leaves the database naming the new live
+        version and the file holding the old one. Boot calls this to close that gap."""
+        policy_text, _ = self.texts(version)
+        path = self.root / "policy.yaml"
+        try:
+            if path.read_text(encoding="utf-8") == policy_text:
+                return False
+        except (OSError, UnicodeDecodeError):
+            pass  # missing or damaged: rewritten below
+        write_atomic(path, policy_text)
+        return True
+
     # -- confirm timer ----------------------------------------------------------------------
     def pending_confirm(self) -> PendingConfirm | None:
         row = self._db.execute("SELECT version, deadline, fallback FROM confirm").fetchone()

@@ -184,6 +184,22 @@ def test_boot_applies_last_good_then_recovers_interrupted(env, policies) -> None
     assert engine.store.history()[0].status == "interrupted"
 
 
+def test_boot_rewrites_a_policy_file_left_behind_by_a_crash(env, policies) -> None:
+    """kill -9 between make_live's commit and its file write: the database names the new
+    version, policy.yaml still holds the old one. Boot makes the file match again."""
+    engine, nft, _ = env
+    old = engine.apply(engine.plan(policies / "small-office.yaml"), author="a", message="m")
+    new = engine.apply(
+        engine.plan(policies / "office-guest-iot.yaml"), author="a", message="m", force=True
+    )
+    policy_file = engine.store.root / "policy.yaml"
+    policy_file.write_text(engine.store.texts(old.id)[0])  # the file the crash left
+    assert engine.boot() == f"applied last known good version {new.id}"
+    assert policy_file.read_text() == engine.store.texts(new.id)[0]
+    assert nft.table == engine.store.texts(new.id)[1]
+    assert engine.boot() == f"applied last known good version {new.id}"  # nothing to fix now
+
+
 def test_boot_resumes_or_finishes_a_confirm_window(env, policies) -> None:
     engine, nft, clock = env
     engine.apply(engine.plan(policies / "small-office.yaml"), author="a", message="m")
