@@ -207,7 +207,7 @@ def list_rows(
     key = _signature(live.version.id, sources, cache_dir)
     if cache.get("edgeguard_list_rows", (None,))[0] != key:
         try:
-            summaries = dict(updater.build().lists)
+            summaries = updater.summaries()  # counts only: no indexes built in the UI
         except MatcherError as exc:
             return [], str(exc)
         cache["edgeguard_list_rows"] = (key, summaries)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dns_filter.matcher import Matcher
+from dns_filter.matcher import Matcher, MatcherError
 from dns_filter.updater import ListSource, ListUpdater
 
 
@@ -144,3 +144,24 @@ def test_a_url_copy_refreshed_by_another_process_is_picked_up(feed: Feed, tmp_pa
             time.sleep(0.05)
     finally:
         running.stop()
+
+
+def test_summaries_say_what_build_would_without_building(feed: Feed, tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("0.0.0.0 tracker.example\n0.0.0.0 bad name\n")
+    adblock = tmp_path / "adblock.txt"
+    adblock.write_text("||ads.example^\n@@||ok.ads.example^\n/^ad[0-9]+\\./\nexample.com/path\n")
+    sources = [
+        ListSource("files", "block", files=(hosts, adblock)),
+        ListSource("allowed", "allow", lines=("good.example", "not a name")),
+        ListSource("feed", "block", urls=(feed.url,)),
+    ]
+    updater = ListUpdater(sources, tmp_path / "cache", lambda _: None)
+    assert updater.refresh() is True  # downloads the URL copy
+    built = dict(updater.build().lists)
+    assert len(built) == 4 and built["files/adblock.txt"].skipped == 1
+    assert updater.summaries() == built
+
+    hosts.unlink()
+    with pytest.raises(MatcherError, match="hosts"):
+        updater.summaries()
