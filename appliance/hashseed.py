@@ -27,6 +27,7 @@ __all__ = ["SEED_FILE_ENV", "hash_seed_pinned", "pin_hash_seed", "read_or_create
 
 SEED_FILE_ENV = "EDGEGUARD_HASH_SEED_FILE"
 _TRIED_ENV = "EDGEGUARD_HASH_SEED_TRIED"  # set across the re-exec: never loop
+_pinned = False  # set by pin_hash_seed: read once at start, not at every list build
 
 
 def seed_file() -> Path | None:
@@ -84,15 +85,9 @@ def _parse(text: str) -> int:
 
 
 def hash_seed_pinned() -> bool:
-    """True if this interpreter hashes with the box's seed (so list caches may be used)."""
-    path = seed_file()
-    if path is None or sys.flags.ignore_environment:  # -E/-I: PYTHONHASHSEED was not read
-        return False
-    try:
-        seed = read_or_create_seed(path)
-    except OSError:
-        return False
-    return os.environ.get("PYTHONHASHSEED") == str(seed)
+    """True if ``pin_hash_seed`` found this interpreter hashing with the box's seed (so list
+    caches may be used). A process that never called it (a test's in-process call) is not."""
+    return _pinned
 
 
 def pin_hash_seed() -> bool:
@@ -101,8 +96,9 @@ def pin_hash_seed() -> bool:
     writable place, pinning turned off, or the re-executed process still lacks it): the
     command then runs as before, only without list caches. Call it before heavy imports.
     """
+    global _pinned
     path = seed_file()
-    if path is None:
+    if path is None or sys.flags.ignore_environment:  # -E/-I: PYTHONHASHSEED is not read
         return False
     try:
         seed = read_or_create_seed(path)
@@ -110,6 +106,7 @@ def pin_hash_seed() -> bool:
         sys.stderr.write(f"edgeguard: no hash seed ({exc}); lists are parsed at every start\n")
         return False
     if os.environ.get("PYTHONHASHSEED") == str(seed):
+        _pinned = True
         return True
     if os.environ.get(_TRIED_ENV):
         return False

@@ -196,12 +196,11 @@ class ListCache:
     def _parse(self, file: Path, data: memoryview, meta: dict[str, object]) -> CompiledList | None:
         with data:  # released before the mapping closes
             body = data[: -_CRC.size]
-            crc = _CRC.unpack_from(data, len(body))[0]
-            if data[: len(_MAGIC)] != _MAGIC or crc != zlib.crc32(body):
-                body.release()
-                self.problems.append(f"{file.name}: damaged (checksum), compiled again")
-                return None
             try:
+                crc = _CRC.unpack_from(data, len(body))[0]
+                if data[: len(_MAGIC)] != _MAGIC or crc != zlib.crc32(body):
+                    self.problems.append(f"{file.name}: damaged (checksum), compiled again")
+                    return None
                 (size,) = _LENGTH.unpack_from(body, len(_MAGIC))
                 offset = len(_MAGIC) + _LENGTH.size + size
                 if offset > len(body):
