@@ -56,7 +56,7 @@ class GroupSpec:
 class Profile:
     """A group as it is at one moment; ``verdicts`` caches its list decisions by name."""
 
-    __slots__ = ("block_mode", "filtered", "group", "lists", "safe_hosts", "verdicts")
+    __slots__ = ("block_mode", "by_key", "filtered", "group", "lists", "safe_hosts", "verdicts")
 
     def __init__(
         self,
@@ -72,6 +72,7 @@ class Profile:
         self.block_mode = block_mode
         self.filtered = filtered
         self.verdicts: dict[str, Any] = {}
+        self.by_key: dict[bytes, Any] = {}  # the resolver's hot-path memo (Resolver._by_key)
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ class ClientPolicy:
         """Lists were reloaded: every profile's cached decisions are stale."""
         for profile in self._memo.values():
             profile.verdicts.clear()
+            profile.by_key.clear()
 
     def use_lists(self, loaded: Iterable[str]) -> None:
         """Map each source name to the matcher lists it became, then rebuild the profiles.

@@ -48,6 +48,12 @@ PRIVATE_NETWORKS = tuple(
 )  # fmt: skip
 TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_PTR, TYPE_ANY = 1, 28, 5, 12, 255
 LOCAL_TTL = 60
+VERDICT_MEMO = 200_000  # names per verdict memo before it starts over
+# Longer names are decided afresh each time: a tunnelling or DGA client sends endless unique
+# long names, and 200,000 of them at full length would cost ~120 MB of memo. Real names are
+# ~25 bytes; 64 covers nearly all, and caps the memo near 50 MB even under such a flood.
+MEMO_KEY_BYTES = 64
+NOT_SERVED, SERVED, SERVED_LIMITED = 0, 1, 2  # what the hot path does for a client address
 DOH_CANARY = "use-application-dns.net"
 
 
@@ -141,7 +147,12 @@ class Resolver:
             clock=self.clock,
         )
         self.networks = [ipaddress.ip_network(n) for n in c.client_networks]
-        self._clients: dict[str, bool] = {}
+        self._clients: dict[str, int] = {}  # address -> NOT_SERVED, SERVED or SERVED_LIMITED
+        # The hot path's verdict memo, by the name's wire bytes as sent (``wire.Query.key``): a
+        # Match when a list matched, else the decoded name (the cache's key needs it). A name
+        # in it skips parse_query's validation and decoding, the biggest part of an answer.
+        # The CNAME paths, which have names not wire bytes, use ``_verdicts`` by name.
+        self._by_key: dict[bytes, Match | str] = {}
         self._verdicts: dict[str, Match | None] = {}
         self._shared_matches: dict[tuple[str, str, str], Match] = {}
         self._cname_targets: dict[str, tuple[str, ...]] = {}
@@ -184,32 +195,72 @@ class Resolver:
         return out
 
     # -- the hot path ------------------------------------------------------------------------
-    def _client_allowed(self, client: str) -> bool:
-        allowed = self._clients.get(client)
-        if allowed is None:
+    def _client_access(self, client: str) -> int:
+        """Whether ``client`` is served, and rate limited; decided once per address."""
+        access = self._clients.get(client)
+        if access is None:
             try:
                 ip = ipaddress.ip_address(client.split("%", 1)[0])
-                allowed = any(ip in net for net in self.networks)
+                access = SERVED if any(ip in net for net in self.networks) else NOT_SERVED
             except ValueError:
-                allowed = False
+                access = NOT_SERVED
+            if (
+                access
+                and self.limiter is not None
+                and (
+                    self.config.rate_limit_loopback
+                    or (not client.startswith("127.") and client != "::1")
+                )
+            ):
+                access = SERVED_LIMITED
             if len(self._clients) > 65_536:
                 self._clients.clear()
-            self._clients[client] = allowed
-        return allowed
+            self._clients[client] = access
+        return access
 
-    def _lookup(self, qname: str, profile: Profile | None = None) -> Match | None:
-        """The verdict for ``qname`` (the hot path's form): a Match shared by every name that
-        matched the same way, whose ``rule`` is "" when the listed name is ``qname`` itself.
-
-        Why: the verdict caches hold up to 200,000 names, and a Match object per name costs
-        68 bytes more than a shared one (6.5 MB for the 100,000 blocked names of the dnsperf
-        run; the resolver's budget with a 1M-name list is 60 MB)."""
-        if self.matcher is not self._matcher_seen:  # lists were reloaded
+    def _check_lists(self) -> None:
+        """Forget every verdict when the lists were reloaded (the matcher swapped whole)."""
+        if self.matcher is not self._matcher_seen:
+            self._by_key = {}
             self._verdicts = {}
             self._shared_matches = {}
             self._matcher_seen = self.matcher
             if self.clients is not None:
                 self.clients.use_lists(self.matcher.lists)
+
+    def _shared(self, found: Match, qname: str) -> Match:
+        """``found`` as a Match shared by every name that matched the same way, whose ``rule``
+        is "" when the listed name is ``qname`` itself.
+
+        Why: the verdict memos hold up to 200,000 names, and a Match object per name costs
+        68 bytes more than a shared one (6.5 MB for the 100,000 blocked names of the dnsperf
+        run; the resolver's budget with a 1M-name list is 60 MB)."""
+        key = (found.verdict, found.list_name, "" if found.rule == qname else found.rule)
+        shared = self._shared_matches.get(key)
+        if shared is None:
+            if len(self._shared_matches) > VERDICT_MEMO:
+                self._shared_matches.clear()
+            shared = copy.copy(found)
+            shared.rule = key[2]
+            self._shared_matches[key] = shared
+        return shared
+
+    def _remember(
+        self, memo: dict[bytes, Match | str], q: wire.Query, profile: Profile | None
+    ) -> Match | str:
+        """Decide a name the hot path has not seen in this form, and memoise the decision."""
+        qname = q.qname
+        found = self.matcher.match(qname, None if profile is None else profile.lists)
+        seen: Match | str = qname if found is None else self._shared(found, qname)
+        if len(q.key) <= MEMO_KEY_BYTES:
+            if len(memo) > VERDICT_MEMO:
+                memo.clear()
+            memo[q.key] = seen
+        return seen
+
+    def _lookup(self, qname: str, profile: Profile | None = None) -> Match | None:
+        """The verdict for ``qname`` by name (the CNAME paths' form), shared as ``_shared``."""
+        self._check_lists()
         verdicts = self._verdicts if profile is None else profile.verdicts
         try:
             return verdicts[qname]
@@ -217,16 +268,8 @@ class Resolver:
             pass
         found = self.matcher.match(qname, None if profile is None else profile.lists)
         if found is not None:
-            key = (found.verdict, found.list_name, "" if found.rule == qname else found.rule)
-            shared = self._shared_matches.get(key)
-            if shared is None:
-                if len(self._shared_matches) > 200_000:
-                    self._shared_matches.clear()
-                shared = copy.copy(found)
-                shared.rule = key[2]
-                self._shared_matches[key] = shared
-            found = shared
-        if len(verdicts) > 200_000:
+            found = self._shared(found, qname)
+        if len(verdicts) > VERDICT_MEMO:
             verdicts.clear()
         verdicts[qname] = found
         return found
@@ -282,8 +325,14 @@ class Resolver:
         list_name: str | None,
         upstream: str | None = None,
     ) -> bytes:
+        """The block answer; ``rule`` "" means the name itself was listed (spelled out only
+        when something records it: decoding the name is most of a parse's cost)."""
         mode = profile.block_mode if profile is not None else None
         response = self.blocked_answer(q, mode)
+        if self.log is None and self.recent_blocks is None:
+            self.metrics.answered("blocked", q.qtype)
+            return response
+        rule = rule or q.qname
         group = profile.group if profile is not None else None
         if self.recent_blocks is not None and (mode or self.config.block_mode) == "ip":
             note = BlockNote(client, q.qname, group or "", rule, list_name, self.wallclock())
@@ -300,19 +349,27 @@ class Resolver:
     def handle(self, data: bytes, client: str, tcp: bool = False) -> bytes | Pending | None:
         """Answer now (bytes), drop (None), or ask the server to resolve upstream (Pending)."""
         started = self.clock()
-        if not self._client_allowed(client):
+        access = self._clients.get(client)
+        if access is None:
+            access = self._client_access(client)
+        if not access:
             return None  # never an open resolver: strangers get nothing, not even REFUSED
+        if self.matcher is not self._matcher_seen:
+            self._check_lists()
+        profile = None
+        if self.clients is None:
+            memo = self._by_key
+        else:
+            profile = self.clients.profile(client, self.wallclock())
+            memo = profile.by_key
         try:
-            q = wire.parse_query(data)
+            q = wire.parse_query(data, memo)
         except WireError:
             self.metrics.answered("formerr", 0)
             return wire.formerr(data)
         if (
-            self.limiter is not None
-            and (
-                self.config.rate_limit_loopback
-                or (not client.startswith("127.") and client != "::1")
-            )
+            access == SERVED_LIMITED
+            and self.limiter is not None
             and not self.limiter.allow(client, started)
         ):
             if self.config.rate_limit_action == "drop":
@@ -329,26 +386,27 @@ class Resolver:
             response = wire.refused(q)
             self._record(q, client, "refused", response, started)
             return response
-        if q.qname in self.local_names:
-            records = self.local.get((q.qname, q.qtype))
-            response = wire.local_answer(q, records) if records else wire.nodata(q, LOCAL_TTL)
-            self._record(q, client, "local", response, started)
-            return response
-        profile = None
-        if self.clients is not None:
-            profile = self.clients.profile(client, self.wallclock())
-            if profile.filtered and q.qname == DOH_CANARY:
+        seen = memo.get(q.key)
+        if seen is None:  # local names and the canary never enter the memo
+            if q.qname in self.local_names:
+                records = self.local.get((q.qname, q.qtype))
+                response = wire.local_answer(q, records) if records else wire.nodata(q, LOCAL_TTL)
+                self._record(q, client, "local", response, started)
+                return response
+            if profile is not None and profile.filtered and q.qname == DOH_CANARY:
                 # Firefox turns its own DNS-over-HTTPS off when this name does not exist.
                 response = wire.nxdomain(q, 300)
                 self._record(q, client, "blocked", response, started, "doh-canary", None, None,
                              profile.group)  # fmt: skip
                 return response
-        found = self._lookup(q.qname, profile)
-        if found is not None and found.verdict == "block":
-            rule = found.rule or q.qname
-            return self._blocked(q, client, started, profile, rule, found.list_name)
+            seen = self._remember(memo, q, profile)
+        if isinstance(seen, str):
+            q.decoded = seen  # no list matched
+        elif seen.verdict == "block":
+            return self._blocked(q, client, started, profile, seen.rule, seen.list_name)
+        qname = q.qname
         if profile is not None and profile.safe_hosts:
-            target = profile.safe_hosts.get(q.qname)
+            target = profile.safe_hosts.get(qname)
             if target is not None:
                 if q.qtype not in (TYPE_A, TYPE_AAAA):  # no HTTPS/SVCB hints around it
                     response = wire.nodata(q, 300)
@@ -356,15 +414,15 @@ class Resolver:
                                  target, None, None, profile.group)  # fmt: skip
                     return response
                 return Pending(q, client, tcp, started, profile, target)
-        cached = self.cache.get((q.qname, q.qtype, q.qclass, q.do), q.id)
-        if cached is not None and profile is not None and q.qname in self._cname_targets:
-            found = self._cname_blocked(q.qname, profile)
+        cached = self.cache.get((qname, q.qtype, q.qclass, q.do), q.id)
+        if cached is not None and profile is not None and qname in self._cname_targets:
+            found = self._cname_blocked(qname, profile)
             if found is not None:
                 rule = f"cname: {found.rule}"
                 return self._blocked(q, client, started, profile, rule, found.list_name)
         if cached is not None:
             if self.domain_sets is not None:
-                self._feed_sets(q.qname, cached)
+                self._feed_sets(qname, cached)
             if not tcp and len(cached) > max(512, q.edns_size or 512):
                 cached = _truncated(q, cached)
             group = profile.group if profile is not None else None

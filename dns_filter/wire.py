@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import struct
+from collections.abc import Container
 from dataclasses import dataclass
 
 from dns_filter.errors import WireError
@@ -87,8 +88,9 @@ class Query:
     id: int
     flags: int
     """The 16-bit header flags word as received (RD is 0x0100, CD is 0x0010)."""
-    qname: str
-    """Lowercase ASCII, no trailing dot, "" for the root."""
+    key: bytes
+    """The question name's wire labels exactly as sent (no terminating zero): what the
+    resolver's verdict memo is keyed by, so a name seen before costs no decoding."""
     qtype: int
     qclass: int
     question_end: int
@@ -98,14 +100,41 @@ class Query:
     EDNS."""
     do: bool
     raw: bytes
+    decoded: str | None = None
+    """The dotted name once decoded; read ``qname``, which decodes ``key`` on first use."""
+
+    @property
+    def qname(self) -> str:
+        """Lowercase ASCII, no trailing dot, "" for the root."""
+        name = self.decoded
+        if name is None:
+            name = self.decoded = _dotted(self.key)
+        return name
 
 
-def parse_query(data: bytes) -> Query:
+def _dotted(key: bytes) -> str:
+    """Lowercase dotted form of wire labels ``parse_query`` has already validated."""
+    labels = []
+    pos, end = 0, len(key)
+    while pos < end:
+        stop = pos + 1 + key[pos]
+        labels.append(key[pos + 1 : stop])
+        pos = stop
+    return b".".join(labels).lower().decode("ascii")
+
+
+def parse_query(data: bytes, known: Container[bytes] = frozenset()) -> Query:
     """Parse a client query strictly, without dnslib, or raise ``WireError(reason)``.
 
     Only the shape a stub resolver sends is accepted (see the module docstring), so the rest
     of the server never sees a half-understood message. The question name is lowercased
     (ASCII only) because block lists and the cache key on it.
+
+    ``known`` holds name keys (``Query.key``) this function accepted before: such a name is
+    not validated or decoded again (``qname`` decodes it when asked). That is most of the
+    parse's cost, and the resolver's verdict memo is such a set. The key is the bytes up to
+    the first zero byte, which for a valid name is its terminator (length bytes are 1-63,
+    label bytes graphic ASCII), so a known key is the same name, validated.
     """
     n = len(data)
     if n < 12:
@@ -124,6 +153,41 @@ def parse_query(data: bytes) -> Query:
     if arcount > 1:
         raise WireError(f"query carries {arcount} additional records (only one OPT allowed)")
 
+    qname: str | None = None
+    if known and (end := data.find(0, 12)) >= 0 and (key := data[12:end]) in known:
+        pos = end + 1
+    else:
+        qname, pos = _parse_name(data)
+        key = data[12 : pos - 1]
+
+    question_end = pos + 4
+    if arcount == 0:
+        if question_end != n:
+            raise WireError(
+                "truncated question" if question_end > n else "trailing bytes after the question"
+            )
+        qtype, qclass = _unpack_hh(data, pos)
+        return Query(qid, flags, key, qtype, qclass, question_end, None, False, data, qname)
+
+    # The one additional record: OPT, root owner (a single zero byte), fixed 10-byte tail.
+    if question_end + 11 > n:
+        raise WireError("truncated question" if question_end > n else "truncated OPT record")
+    qtype, qclass, owner, rtype, udp_size, ttl, rdlength = _unpack_question_opt(data, pos)
+    if owner != 0:
+        raise WireError("additional record is not an OPT with the root name")
+    if rtype != TYPE_OPT:
+        raise WireError(f"additional record of type {rtype} (only OPT allowed)")
+    rdata_end = question_end + 11 + rdlength
+    if rdata_end > n:
+        raise WireError("OPT RDATA runs past the end of the packet")
+    if rdata_end != n:
+        raise WireError("trailing bytes after the OPT record")
+    do = bool(ttl & 0x8000)
+    return Query(qid, flags, key, qtype, qclass, question_end, udp_size, do, data, qname)
+
+
+def _parse_name(data: bytes) -> tuple[str, int]:
+    """The question name at offset 12, validated and lowercased, and the offset past it."""
     # The name starts at offset 12 and may use at most 255 bytes, so its terminating zero sits
     # at offset 266 at the latest; that also bounds the loop on hostile input to 128 labels.
     # Indexing past the end raises IndexError, which is cheaper than checking on every label.
@@ -150,31 +214,7 @@ def parse_query(data: bytes) -> Query:
     name = b".".join(labels)
     if name.translate(None, _NAME_BYTES) != _SEPARATORS[len(labels)]:
         raise WireError("unsupported character in name")
-    qname = name.lower().decode("ascii")
-
-    question_end = pos + 4
-    if arcount == 0:
-        if question_end != n:
-            raise WireError(
-                "truncated question" if question_end > n else "trailing bytes after the question"
-            )
-        qtype, qclass = _unpack_hh(data, pos)
-        return Query(qid, flags, qname, qtype, qclass, question_end, None, False, data)
-
-    # The one additional record: OPT, root owner (a single zero byte), fixed 10-byte tail.
-    if question_end + 11 > n:
-        raise WireError("truncated question" if question_end > n else "truncated OPT record")
-    qtype, qclass, owner, rtype, udp_size, ttl, rdlength = _unpack_question_opt(data, pos)
-    if owner != 0:
-        raise WireError("additional record is not an OPT with the root name")
-    if rtype != TYPE_OPT:
-        raise WireError(f"additional record of type {rtype} (only OPT allowed)")
-    rdata_end = question_end + 11 + rdlength
-    if rdata_end > n:
-        raise WireError("OPT RDATA runs past the end of the packet")
-    if rdata_end != n:
-        raise WireError("trailing bytes after the OPT record")
-    return Query(qid, flags, qname, qtype, qclass, question_end, udp_size, bool(ttl & 0x8000), data)
+    return name.lower().decode("ascii"), pos
 
 
 def formerr(data: bytes) -> bytes | None:
@@ -231,7 +271,7 @@ def _soa_at(question_end: int, ttl: int, soa_name: str) -> bytes:
 
 def nxdomain(q: Query, ttl: int, *, soa_name: str = "blocked.edgeguard") -> bytes:
     """NXDOMAIN with a SOA in the authority section, so downstream caches hold it ``ttl`` s."""
-    return _respond(q, RCODE_NXDOMAIN, 0, 1, _soa(q, ttl, soa_name))
+    return _respond(q, RCODE_NXDOMAIN, 0, 1, _soa_at(q.question_end, ttl, soa_name))
 
 
 def nodata(q: Query, ttl: int, *, soa_name: str = "blocked.edgeguard") -> bytes:

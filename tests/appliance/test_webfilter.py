@@ -98,9 +98,10 @@ def addresses(reply: DNSRecord) -> list[str]:
 
 
 def test_two_groups_get_different_answers_for_the_same_name(box: Box) -> None:
-    assert addresses(box.ask("adult.example", STAFF)) == ["198.51.100.77"]
-    kids = box.ask("adult.example", KIDS)
-    assert addresses(kids) == ["192.0.2.1"]  # the kids' block mode: the block page
+    for _ in range(2):  # the second round answers from each group's verdict memo
+        assert addresses(box.ask("adult.example", STAFF)) == ["198.51.100.77"]
+        kids = box.ask("adult.example", KIDS)
+        assert addresses(kids) == ["192.0.2.1"]  # the kids' block mode: the block page
     note = box.blocks.lookup(KIDS, "adult.example")
     assert note is not None and note.group == "kids" and note.list_name == "category:adult"
     assert box.blocks.lookup(STAFF, "adult.example") is None
@@ -145,11 +146,12 @@ def test_safe_search_answers_with_the_providers_safe_host(box: Box) -> None:
 
 
 def test_doh_canary_and_doh_names_for_filtered_groups_only(box: Box) -> None:
-    assert box.ask("use-application-dns.net", KIDS).header.rcode == 3
-    assert box.ask("use-application-dns.net", STAFF).header.rcode == 3
-    assert addresses(box.ask("use-application-dns.net", BOSS)) == ["198.51.100.91"]
-    assert box.ask("dns.google", STAFF).header.rcode == 3
-    assert addresses(box.ask("dns.google", BOSS)) == ["198.51.100.92"]
+    for _ in range(2):  # asked again: the canary is never memoised as "not listed"
+        assert box.ask("use-application-dns.net", KIDS).header.rcode == 3
+        assert box.ask("use-application-dns.net", STAFF).header.rcode == 3
+        assert addresses(box.ask("use-application-dns.net", BOSS)) == ["198.51.100.91"]
+        assert box.ask("dns.google", STAFF).header.rcode == 3
+        assert addresses(box.ask("dns.google", BOSS)) == ["198.51.100.92"]
 
 
 def cnames(reply: DNSRecord) -> list[str]:

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
+from dnslib import EDNS0, QTYPE, RCODE, DNSRecord, EDNSOption
 from dnslib.server import DNSLogger, DNSServer
 from dnslib.zoneresolver import ZoneResolver
 
@@ -201,9 +201,13 @@ def test_the_rule_is_logged_the_same_on_a_cached_verdict_and_the_cache_shares_it
         ("two.ads.test", "ads.test", "ads"),
     ]
     assert len(rules) == 8
-    cached = r.resolver._verdicts
-    assert cached["ads.test"] is cached["tracker.example"], "exact matches share one object"
-    assert cached["one.ads.test"] is cached["two.ads.test"], "so do names under one parent"
+    cached = r.resolver._by_key  # by the names' wire bytes
+    assert cached[b"\x03ads\x04test"] is cached[b"\x07tracker\x07example"], (
+        "exact matches share one object"
+    )
+    assert cached[b"\x03one\x03ads\x04test"] is cached[b"\x03two\x03ads\x04test"], (
+        "so do names under one parent"
+    )
     full = r.resolver._match("tracker.example")
     assert full is not None and (full.verdict, full.list_name, full.rule) == (
         "block",
@@ -324,6 +328,51 @@ def test_formerr_and_garbage_never_stop_the_server(make) -> None:
     assert reply is not None and reply[:2] == b"\x12\x34" and reply[3] & 0x0F == 1  # FORMERR
     assert r.raw(b"\x01") is None  # too short to answer: dropped
     assert _a(r.query("allowed.test")) == ["198.51.100.10"]
+
+
+LONG = "x" * 60  # with ".ads.test", over resolver.MEMO_KEY_BYTES
+
+
+def test_answers_from_the_verdict_memo_are_the_first_answers(make) -> None:
+    """A name seen before, spelled the same, skips parsing and the lists (``_by_key``); every
+    later answer must still be what the first query got. Local names never enter the memo."""
+    r = make(local_records=(("nas.office.lan", "A", "192.0.2.170"),))
+    for _ in range(3):
+        assert r.query("ads.test").header.rcode == RCODE.NXDOMAIN
+        assert r.query("One.ADS.test").header.rcode == RCODE.NXDOMAIN
+        assert _a(r.query("www.ads.test")) == ["198.51.100.67"]  # the allow list's exception
+        assert _a(r.query("Allowed.Test")) == ["198.51.100.10"]
+        assert _a(r.query("nas.office.lan")) == ["192.0.2.170"]
+        assert [QTYPE[rr.rtype] for rr in r.query("ads.test", "ANY").rr] == ["HINFO"]
+        assert r.query(LONG + ".ads.test").header.rcode == RCODE.NXDOMAIN
+    memo = r.resolver._by_key
+    assert not any(LONG.encode() in key for key in memo), "long names are decided afresh"
+    assert {b"\x03ads\x04test", b"\x03One\x03ADS\x04test", b"\x07Allowed\x04Test"} <= set(memo)
+    assert memo[b"\x07Allowed\x04Test"] == "allowed.test", "not listed: the name, for the cache"
+    assert not any(b"office" in key for key in memo)
+    r.log.flush()
+    logged = {(e.qname, e.verdict, e.rule) for e in r.log.recent(100)}
+    assert ("one.ads.test", "blocked", "ads.test") in logged
+    assert ("ads.test", "blocked", "ads.test") in logged
+
+
+def test_an_oversized_udp_query_is_answered_formerr(make) -> None:
+    """Datagrams are read into 479 bytes (server.UDP_QUERY_BYTES): real queries fit, with
+    room for EDNS padding; a longer one arrives cut short and gets FORMERR, not a guess."""
+    r = make()
+
+    def padded(length: int) -> bytes:
+        q = DNSRecord.question("allowed.test")
+        q.add_ar(EDNS0(udp_len=1232, opts=[EDNSOption(12, bytes(length))]))  # RFC 7830
+        return bytes(q.pack())
+
+    fits = padded(400)
+    assert len(fits) <= 479
+    reply = r.raw(fits)
+    assert reply is not None and reply[3] & 0x0F == 0 and _a(DNSRecord.parse(reply))
+    too_long = padded(600)
+    reply = r.raw(too_long)
+    assert reply is not None and reply[:2] == too_long[:2] and reply[3] & 0x0F == 1  # FORMERR
 
 
 def test_fuzzed_packets_over_the_wire(make) -> None:

@@ -254,6 +254,54 @@ def test_fuzz_parse_query_returns_query_or_wire_error(data: bytes) -> None:
     assert (parsed.q.qtype, parsed.q.qclass) == (q.qtype, q.qclass)
 
 
+# The resolver passes its verdict memo as ``known``: keys of names parsed before. Hot or not,
+# a packet must parse to the same query or fail the same way.
+KNOWN = frozenset(wire.parse_query(seed).key for seed in SEEDS)
+
+
+def fields(q: Query) -> tuple[object, ...]:
+    return (q.id, q.flags, q.key, q.qname, q.qtype, q.qclass, q.question_end, q.edns_size,
+            q.do, q.raw)  # fmt: skip
+
+
+def parse_outcome(data: bytes, known: frozenset[bytes]) -> tuple[object, ...] | str:
+    try:
+        return fields(wire.parse_query(data, known))
+    except WireError as exc:
+        return str(exc)
+
+
+@settings(max_examples=20000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(PACKETS)
+def test_fuzz_a_known_name_parses_exactly_as_an_unknown_one(data: bytes) -> None:
+    assert parse_outcome(data, KNOWN) == parse_outcome(data, frozenset())
+
+
+def test_a_known_name_is_not_decoded_until_asked() -> None:
+    data = make_query("WWW.Example.ORG", "AAAA", edns=True, do=True)
+    q = wire.parse_query(data, KNOWN)
+    assert q.key == b"\x03WWW\x07Example\x03ORG" and q.decoded is None
+    assert q.qname == "www.example.org" and q.decoded == "www.example.org"
+    fresh = wire.parse_query(data)
+    assert fresh.decoded == "www.example.org", "a name parsed in full is decoded at once"
+
+
+def test_a_known_name_does_not_excuse_a_broken_rest() -> None:
+    name = b"\x03www\x07example\x03com"
+    known = frozenset({name})
+    cases = {
+        "no terminating zero": header() + name,
+        "truncated question": header() + name + b"\x00\x00\x01",
+        "trailing bytes": header() + name + b"\x00\x00\x01\x00\x01\x00",
+        "answer records": header(an=1) + QUESTION,
+        "bad OPT": header(ar=1) + QUESTION + OPT[:-1] + b"\x05",
+    }
+    for case, data in cases.items():
+        with pytest.raises(WireError):
+            wire.parse_query(data, known)
+        assert parse_outcome(data, known) == parse_outcome(data, frozenset()), case
+
+
 # --- builders -------------------------------------------------------------------------------
 
 QUERIES = {
