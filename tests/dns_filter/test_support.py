@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -60,6 +61,20 @@ def test_query_log_drops_instead_of_blocking_when_the_writer_falls_behind(tmp_pa
         log.close()  # flushes what was kept
     with sqlite3.connect(tmp_path / "q.db") as db:
         assert db.execute("SELECT count(*) FROM queries").fetchone()[0] == 100
+
+
+def test_query_log_writer_runs_only_when_the_answer_loop_idles(tmp_path: Path) -> None:
+    log = QueryLog(tmp_path / "q.db")
+    try:
+        tid = log._thread.native_id
+        assert tid is not None
+        deadline = time.monotonic() + 5
+        while os.sched_getscheduler(tid) != os.SCHED_IDLE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.sched_getscheduler(tid) == os.SCHED_IDLE
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER, "only the writer thread"
+    finally:
+        log.close()
 
 
 def test_query_log_retention_deletes_old_rows(tmp_path: Path) -> None:
