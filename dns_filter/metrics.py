@@ -14,15 +14,33 @@ LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2000)
 
 class Metrics:
     def __init__(self) -> None:
-        self.answers: Counter[str] = Counter()  # by verdict
-        self.qtypes: Counter[int] = Counter()
+        # One count per (verdict, qtype): one dict update per answer instead of two Counter
+        # increments (0.1 µs of a ~2 µs answer); the two views are summed when scraped.
+        self._answered: dict[tuple[str, int], int] = {}
         self._upstream_buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)
         self._upstream_sum_ms = 0.0
         self._upstream_count = 0
 
     def answered(self, verdict: str, qtype: int) -> None:
-        self.answers[verdict] += 1
-        self.qtypes[qtype] += 1
+        key = (verdict, qtype)
+        counts = self._answered
+        counts[key] = counts.get(key, 0) + 1
+
+    @property
+    def answers(self) -> Counter[str]:
+        """Answers by verdict."""
+        out: Counter[str] = Counter()
+        for (verdict, _), n in list(self._answered.items()):
+            out[verdict] += n
+        return out
+
+    @property
+    def qtypes(self) -> Counter[int]:
+        """Queries by question type."""
+        out: Counter[int] = Counter()
+        for (_, qtype), n in list(self._answered.items()):
+            out[qtype] += n
+        return out
 
     def upstream_latency(self, ms: float) -> None:
         self._upstream_buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
