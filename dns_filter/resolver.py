@@ -308,9 +308,12 @@ class Resolver:
     ) -> None:
         self.metrics.answered(verdict, q.qtype)
         if self.log is not None:  # a plain tuple: a NamedTuple costs 5x more to build
+            # A name not decoded yet goes as its wire key, and a rule "" (the name itself)
+            # as is: the log's writer spells both out (QueryLog.log), off the answer path.
+            name = q.decoded if q.decoded is not None else q.key
             self.log.log(
                 (
-                    self.wallclock(), client, q.qname, q.qtype, verdict, rule, list_name,
+                    self.wallclock(), client, name, q.qtype, verdict, rule, list_name,
                     upstream, (self.clock() - started) * 1000.0, response[3] & 0x0F, group,
                 )
             )  # fmt: skip
@@ -332,10 +335,10 @@ class Resolver:
         if self.log is None and self.recent_blocks is None:
             self.metrics.answered("blocked", q.qtype)
             return response
-        rule = rule or q.qname
         group = profile.group if profile is not None else None
         if self.recent_blocks is not None and (mode or self.config.block_mode) == "ip":
-            note = BlockNote(client, q.qname, group or "", rule, list_name, self.wallclock())
+            note = BlockNote(client, q.qname, group or "", rule or q.qname, list_name,
+                             self.wallclock())  # fmt: skip
             self.recent_blocks.record(note)
         self._record(q, client, "blocked", response, started, rule, list_name, upstream, group)
         return response

@@ -25,6 +25,7 @@ __all__ = [
     "EDNS_UDP_SIZE",
     "Query",
     "address_answer",
+    "dotted_name",
     "encode_name",
     "formerr",
     "local_answer",
@@ -108,12 +109,13 @@ class Query:
         """Lowercase ASCII, no trailing dot, "" for the root."""
         name = self.decoded
         if name is None:
-            name = self.decoded = _dotted(self.key)
+            name = self.decoded = dotted_name(self.key)
         return name
 
 
-def _dotted(key: bytes) -> str:
-    """Lowercase dotted form of wire labels ``parse_query`` has already validated."""
+def dotted_name(key: bytes) -> str:
+    """Lowercase dotted form of wire labels ``parse_query`` has already validated (a
+    ``Query.key``)."""
     labels = []
     pos, end = 0, len(key)
     while pos < end:

@@ -51,6 +51,42 @@ def test_query_log_writes_in_batches_off_the_answer_path(tmp_path: Path) -> None
         assert db.execute("SELECT count(*) FROM queries").fetchone()[0] == 20_000
 
 
+def test_query_log_spells_out_names_passed_as_wire_keys(tmp_path: Path) -> None:
+    """The answer path may log a name as its wire key and the rule "" for "the name itself"
+    (no decoding on the answer path); the log holds names."""
+    log = QueryLog(tmp_path / "q.db", interval=3600)
+    now = time.time()  # (older rows would fall to the retention)
+    try:
+        log.log(
+            (
+                now + 1.0,
+                "192.0.2.7",
+                b"\x03Ads\x04TEST",
+                1,
+                "blocked",
+                "",
+                "ads",
+                None,
+                0.1,
+                3,
+                None,
+            )
+        )
+        log.log((now + 2.0, "192.0.2.7", b"\x01x\x03ads\x04test", 1, "blocked", "ads.test", "ads",
+                 None, 0.1, 3, "kids"))  # fmt: skip
+        log.log((now + 3.0, "192.0.2.7", "ads.test", 1, "blocked", "", "ads", None, 0.1, 3, None))
+        log.log((now + 4.0, "192.0.2.7", "ok.test", 1, "cached", None, None, None, 0.1, 0, None))
+        rows = [(e.qname, e.rule, e.client_group) for e in reversed(log.recent(10))]
+    finally:
+        log.close()
+    assert rows == [
+        ("ads.test", "ads.test", None),
+        ("x.ads.test", "ads.test", "kids"),
+        ("ads.test", "ads.test", None),
+        ("ok.test", None, None),
+    ]
+
+
 def test_query_log_drops_instead_of_blocking_when_the_writer_falls_behind(tmp_path: Path) -> None:
     log = QueryLog(tmp_path / "q.db", interval=3600, max_pending=100)
     try:
