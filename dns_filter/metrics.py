@@ -26,21 +26,25 @@ class Metrics:
         counts = self._answered
         counts[key] = counts.get(key, 0) + 1
 
+    def _totals(self) -> tuple[Counter[str], Counter[int]]:
+        """(answers by verdict, queries by question type), from a copy taken under the GIL:
+        the metrics thread must not see the dict change size while it sums."""
+        verdicts: Counter[str] = Counter()
+        qtypes: Counter[int] = Counter()
+        for (verdict, qtype), n in list(self._answered.items()):
+            verdicts[verdict] += n
+            qtypes[qtype] += n
+        return verdicts, qtypes
+
     @property
     def answers(self) -> Counter[str]:
         """Answers by verdict."""
-        out: Counter[str] = Counter()
-        for (verdict, _), n in list(self._answered.items()):
-            out[verdict] += n
-        return out
+        return self._totals()[0]
 
     @property
     def qtypes(self) -> Counter[int]:
         """Queries by question type."""
-        out: Counter[int] = Counter()
-        for (_, qtype), n in list(self._answered.items()):
-            out[qtype] += n
-        return out
+        return self._totals()[1]
 
     def upstream_latency(self, ms: float) -> None:
         self._upstream_buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
