@@ -20,6 +20,7 @@ import struct
 import threading
 from dataclasses import dataclass
 
+from dns_filter import udpbatch
 from dns_filter.resolver import Pending, Resolver
 
 log = logging.getLogger("edgeguard.dns")
@@ -73,11 +74,19 @@ class ListenAddress:
 
 class DnsServer:
     def __init__(
-        self, resolver: Resolver, listen: list[ListenAddress], *, reuse_port: bool = False
+        self,
+        resolver: Resolver,
+        listen: list[ListenAddress],
+        *,
+        reuse_port: bool = False,
+        batched: bool | None = None,
     ) -> None:
+        """``batched``: answer UDP with recvmmsg/sendmmsg (``udpbatch``); None means
+        wherever the platform has them, False the one-datagram-per-call loop."""
         self.resolver = resolver
         self.listen = listen
         self.reuse_port = reuse_port
+        self.batched = udpbatch.available() if batched is None else batched
         self._udp: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._tcp: list[asyncio.Server] = []
@@ -129,7 +138,10 @@ class DnsServer:
             self.bound.append((addr.host, port))
         for sock in self._udp:
             thread = threading.Thread(
-                target=self._udp_loop, args=(sock,), name="dns-udp", daemon=True
+                target=self._udp_batched if self.batched else self._udp_loop,
+                args=(sock,),
+                name="dns-udp",
+                daemon=True,
             )
             thread.start()
             self._threads.append(thread)
@@ -173,13 +185,30 @@ class DnsServer:
             else:
                 loop.call_soon_threadsafe(self._spawn_udp, result, sock, addr)
 
-    def _spawn_udp(self, pending: Pending, sock: socket.socket, addr: tuple[str, int]) -> None:
+    def _udp_batched(self, sock: socket.socket) -> None:
+        loop = self._loop
+        assert loop is not None
+
+        def later(pending: Pending, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
+            loop.call_soon_threadsafe(self._spawn_udp, pending, sock, addr)
+
+        udpbatch.serve(sock, self.resolver.handle, later, self._stopping.is_set, UDP_QUERY_BYTES)
+
+    def _spawn_udp(
+        self,
+        pending: Pending,
+        sock: socket.socket,
+        addr: tuple[str, int] | tuple[str, int, int, int],
+    ) -> None:
         task = asyncio.ensure_future(self._answer_udp(pending, sock, addr))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _answer_udp(
-        self, pending: Pending, sock: socket.socket, addr: tuple[str, int]
+        self,
+        pending: Pending,
+        sock: socket.socket,
+        addr: tuple[str, int] | tuple[str, int, int, int],
     ) -> None:
         try:
             response = await self.resolver.resolve(pending)
