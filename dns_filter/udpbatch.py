@@ -128,9 +128,10 @@ def serve(
     stopping: Callable[[], bool],
     recv_bytes: int,
 ) -> None:
-    """Answer ``sock``'s datagrams until it is closed, or ``stopping()`` is true when an
-    empty datagram arrives (``DnsServer.stop`` sends one). ``later`` takes the queries that
-    need an upstream, with the address to answer. Never raises for one bad packet."""
+    """Answer ``sock``'s datagrams until ``stopping()`` is true when a batch arrives
+    (``DnsServer.stop`` sets it, then sends a datagram to wake us) or the socket is closed.
+    ``later`` takes the queries that need an upstream, with the address to answer. Never
+    raises for one bad packet."""
     assert _CALLS is not None
     recvmmsg, sendmmsg = _CALLS
     rbuf = ctypes.create_string_buffer(BATCH * recv_bytes)
@@ -165,17 +166,15 @@ def serve(
         if n <= 0:
             if n < 0 and ctypes.get_errno() in (errno.EINTR, errno.EAGAIN, errno.ENOMEM):
                 continue
-            break  # the socket was closed by stop() (EBADF, ENOTSOCK)
+            break  # the socket was closed (EBADF, ENOTSOCK)
+        if stopping():  # set before stop() wakes us, and long before it closes the socket,
+            return  # whose descriptor number could then be another file's
         count = 0
         for i in range(n):
             length = r32[i * _MSG_U32 + _LEN_U32]
-            if not length and stopping():
-                return
             at = i * NAME_BYTES
             # IPv4: the address as one 32-bit int; IPv6: its 16 bytes and the scope id
-            key: int | bytes = (
-                n32[i * NAME_BYTES // 4 + 1] if v4 else bytes(nview[at + 8 : at + 28])
-            )
+            key: int | bytes = n32[i * _NAME_U32 + 1] if v4 else bytes(nview[at + 8 : at + 28])
             client = known.get(key)
             if client is None:
                 client = name(key, bytes(nview[at : at + NAME_BYTES]))
