@@ -94,13 +94,21 @@ def lists(tmp_path: Path) -> tuple[Path, Path]:
 class Running:
     """A resolver + server on an ephemeral loopback port, run in a background event loop."""
 
-    def __init__(self, config: ResolverConfig, lists: tuple[Path, Path], tmp_path: Path) -> None:
+    def __init__(
+        self,
+        config: ResolverConfig,
+        lists: tuple[Path, Path],
+        tmp_path: Path,
+        *,
+        host: str = "127.0.0.1",
+        batched: bool | None = None,
+    ) -> None:
         matcher = Matcher()
         matcher.add_list("ads", lists[0], kind="block")
         matcher.add_list("office", lists[1], kind="allow")
         self.log = QueryLog(tmp_path / "q.db", interval=0.05)
         self.resolver = Resolver(config, matcher, log=self.log)
-        self.server = DnsServer(self.resolver, [ListenAddress("127.0.0.1", 0)])
+        self.server = DnsServer(self.resolver, [ListenAddress(host, 0)], batched=batched)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()

@@ -3,9 +3,7 @@ bursts from many sockets, answers now and later (upstream), long answers, IPv6."
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +11,8 @@ import pytest
 from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
 
 from dns_filter import udpbatch
-from dns_filter.matcher import Matcher
-from dns_filter.resolver import Resolver, ResolverConfig
-from dns_filter.server import DnsServer, ListenAddress
-from tests.dns_filter.test_server import Upstream
+from dns_filter.resolver import ResolverConfig
+from tests.dns_filter.test_server import Running, Upstream
 
 HUGE = "\n".join(f"huge.test. 60 A 198.51.100.{i}" for i in range(1, 101))  # ~1.7 KB answer
 ZONE = f"""
@@ -31,39 +27,19 @@ LOOPS = [
 ]  # fmt: skip
 
 
-class Served:
-    def __init__(self, batched: bool, host: str, upstream: Upstream, tmp_path: Path) -> None:
-        block = tmp_path / "ads.txt"
-        block.write_text("ads.test\n")
-        matcher = Matcher()
-        matcher.add_list("ads", block, kind="block")
-        config = ResolverConfig(upstreams=(f"127.0.0.1:{upstream.port}",), timeout=2.0)
-        self.resolver = Resolver(config, matcher)
-        self.server = DnsServer(self.resolver, [ListenAddress(host, 0)], batched=batched)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(5)
-        self.address = (host, self.server.bound[0][1])
-        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-        asyncio.run_coroutine_threadsafe(self.resolver.close(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     upstream = Upstream(ZONE)
-    made: list[Served] = []
+    (tmp_path / "ads.txt").write_text("ads.test\n")
+    (tmp_path / "allow.txt").write_text("@@||nothing.invalid^\n")
+    lists = (tmp_path / "ads.txt", tmp_path / "allow.txt")
+    config = ResolverConfig(upstreams=(f"127.0.0.1:{upstream.port}",), timeout=2.0)
+    made: list[Running] = []
 
-    def factory(batched: bool, host: str = "127.0.0.1") -> Served:
-        served = Served(batched, host, upstream, tmp_path)
+    def factory(batched: bool, host: str = "127.0.0.1") -> tuple[Running, tuple[str, int]]:
+        served = Running(config, lists, tmp_path / f"r{len(made)}", host=host, batched=batched)
         made.append(served)
-        return served
+        return served, (host, served.port)
 
     yield factory
     for served in made:
@@ -81,14 +57,14 @@ def query(name: str, qid: int, *, edns: int | None = None) -> bytes:
 
 @pytest.mark.parametrize("batched", LOOPS)
 def test_a_burst_from_many_sockets_gets_every_answer_to_its_sender(serve, batched: bool) -> None:
-    served = serve(batched)
+    _, address = serve(batched)
     names = ["ads.test", "x.ads.test", "allowed.test", "other.test"]
     senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(20)]
     try:
         for round_ in range(2):  # the second round: blocked from the memo, the rest cached
             for n, s in enumerate(senders):  # 200 datagrams in flight: batches of many
                 for k in range(10):
-                    s.sendto(query(names[(n + k) % 4], n * 100 + k), served.address)
+                    s.sendto(query(names[(n + k) % 4], n * 100 + k), address)
             for n, s in enumerate(senders):
                 s.settimeout(5)
                 got = {}
@@ -111,11 +87,11 @@ def test_a_burst_from_many_sockets_gets_every_answer_to_its_sender(serve, batche
 
 @pytest.mark.parametrize("batched", LOOPS)
 def test_an_answer_longer_than_a_send_slot_still_arrives(serve, batched: bool) -> None:
-    served = serve(batched)
+    _, address = serve(batched)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(5)
         for _ in range(2):  # first from upstream (later), then from the cache (now)
-            s.sendto(query("huge.test", 7, edns=4096), served.address)
+            s.sendto(query("huge.test", 7, edns=4096), address)
             data = s.recv(8192)
             assert len(data) > udpbatch.SEND_BYTES
             reply = DNSRecord.parse(data)
@@ -124,12 +100,12 @@ def test_an_answer_longer_than_a_send_slot_still_arrives(serve, batched: bool) -
 
 @pytest.mark.parametrize("batched", LOOPS)
 def test_ipv6_clients_and_empty_datagrams(serve, batched: bool) -> None:
-    served = serve(batched, "::1")
+    served, address = serve(batched, "::1")
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
         s.settimeout(5)
-        s.sendto(b"", served.address)  # not a stop: the server goes on
+        s.sendto(b"", address)  # not a stop: the server goes on
         for qid, name in enumerate(["ads.test", "allowed.test", "allowed.test"]):
-            s.sendto(query(name, qid), served.address)
+            s.sendto(query(name, qid), address)
             reply = DNSRecord.parse(s.recv(2048))
             assert reply.header.id == qid
             blocked = reply.header.rcode == RCODE.NXDOMAIN
