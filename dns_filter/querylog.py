@@ -149,12 +149,11 @@ def _aggregate(db: sqlite3.Connection, after: int, upto: int) -> None:
 def _spelled(entry: LogEntry | tuple[object, ...]) -> tuple[object, ...]:
     """``entry`` with a name passed as its wire key decoded, and a rule "" (the listed
     name is the query's own) spelled out as that name."""
-    name = entry[2]
+    name, rule = entry[2], entry[5]
+    if not isinstance(name, bytes) and rule != "":
+        return entry  # as the answer path wrote it: nothing to spell out
     if isinstance(name, bytes):
         name = dotted_name(name)
-    elif entry[5] != "":
-        return entry
-    rule = entry[5]
     return (*entry[:2], name, *entry[3:5], name if rule == "" else rule, *entry[6:])
 
 

@@ -196,26 +196,25 @@ class Resolver:
 
     # -- the hot path ------------------------------------------------------------------------
     def _client_access(self, client: str) -> int:
-        """Whether ``client`` is served, and rate limited; decided once per address."""
-        access = self._clients.get(client)
-        if access is None:
-            try:
-                ip = ipaddress.ip_address(client.split("%", 1)[0])
-                access = SERVED if any(ip in net for net in self.networks) else NOT_SERVED
-            except ValueError:
-                access = NOT_SERVED
-            if (
-                access
-                and self.limiter is not None
-                and (
-                    self.config.rate_limit_loopback
-                    or (not client.startswith("127.") and client != "::1")
-                )
-            ):
-                access = SERVED_LIMITED
-            if len(self._clients) > 65_536:
-                self._clients.clear()
-            self._clients[client] = access
+        """Whether ``client`` is served, and rate limited: decided once per address, for the
+        hot path, which looks in ``_clients`` first."""
+        try:
+            ip = ipaddress.ip_address(client.split("%", 1)[0])
+            access = SERVED if any(ip in net for net in self.networks) else NOT_SERVED
+        except ValueError:
+            access = NOT_SERVED
+        if (
+            access
+            and self.limiter is not None
+            and (
+                self.config.rate_limit_loopback
+                or (not client.startswith("127.") and client != "::1")
+            )
+        ):
+            access = SERVED_LIMITED
+        if len(self._clients) > 65_536:
+            self._clients.clear()
+        self._clients[client] = access
         return access
 
     def _check_lists(self) -> None:

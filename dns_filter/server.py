@@ -189,7 +189,7 @@ class DnsServer:
         loop = self._loop
         assert loop is not None
 
-        def later(pending: Pending, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
+        def later(pending: Pending, addr: udpbatch.Address) -> None:
             loop.call_soon_threadsafe(self._spawn_udp, pending, sock, addr)
 
         udpbatch.serve(sock, self.resolver.handle, later, self._stopping.is_set, UDP_QUERY_BYTES)
@@ -198,7 +198,7 @@ class DnsServer:
         self,
         pending: Pending,
         sock: socket.socket,
-        addr: tuple[str, int] | tuple[str, int, int, int],
+        addr: udpbatch.Address,
     ) -> None:
         task = asyncio.ensure_future(self._answer_udp(pending, sock, addr))
         self._tasks.add(task)
@@ -208,7 +208,7 @@ class DnsServer:
         self,
         pending: Pending,
         sock: socket.socket,
-        addr: tuple[str, int] | tuple[str, int, int, int],
+        addr: udpbatch.Address,
     ) -> None:
         try:
             response = await self.resolver.resolve(pending)

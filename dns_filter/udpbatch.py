@@ -26,6 +26,9 @@ from ctypes import Structure, addressof, c_int, c_size_t, c_uint, c_uint32, c_vo
 
 from dns_filter.resolver import Pending
 
+Address = tuple[str, int] | tuple[str, int, int, int]
+"""What ``socket.sendto`` takes for an IPv4 or an IPv6 peer."""
+
 BATCH = 64
 SEND_BYTES = 1232  # the EDNS size we advertise; longer answers (TCP-sized EDNS) use sendto
 NAME_BYTES = 32  # a sockaddr_in6 (28) rounded up
@@ -96,22 +99,21 @@ class _Clients:
         self.names: dict[int | bytes, str] = {}
 
     def name(self, key: int | bytes, sockaddr: bytes) -> str:
-        found = self.names.get(key)
-        if found is None:
-            host, _, *rest = address(self.family, sockaddr)
-            found = host
-            if rest and rest[1]:  # an IPv6 scope (link-local)
-                try:
-                    found = f"{host}%{socket.if_indextoname(rest[1])}"
-                except OSError:
-                    found = f"{host}%{rest[1]}"
-            if len(self.names) > 65_536:
-                self.names.clear()
-            self.names[key] = found
+        """Name a sender not in ``names`` yet (the loop looks there first) and remember it."""
+        host, _, *rest = address(self.family, sockaddr)
+        found = host
+        if rest and rest[1]:  # an IPv6 scope (link-local)
+            try:
+                found = f"{host}%{socket.if_indextoname(rest[1])}"
+            except OSError:
+                found = f"{host}%{rest[1]}"
+        if len(self.names) > 65_536:
+            self.names.clear()
+        self.names[key] = found
         return found
 
 
-def address(family: int, sockaddr: bytes) -> tuple[str, int] | tuple[str, int, int, int]:
+def address(family: int, sockaddr: bytes) -> Address:
     """A raw ``sockaddr_in``/``sockaddr_in6`` as the tuple ``socket.sendto`` takes."""
     port = int.from_bytes(sockaddr[2:4], "big")
     if family == socket.AF_INET:
@@ -124,7 +126,7 @@ def address(family: int, sockaddr: bytes) -> tuple[str, int] | tuple[str, int, i
 def serve(
     sock: socket.socket,
     handle: Callable[[bytes, str, bool], bytes | Pending | None],
-    later: Callable[[Pending, tuple[str, int] | tuple[str, int, int, int]], None],
+    later: Callable[[Pending, Address], None],
     stopping: Callable[[], bool],
     recv_bytes: int,
 ) -> None:

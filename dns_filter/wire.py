@@ -247,20 +247,15 @@ def _respond(q: Query, rcode: int, ancount: int, nscount: int, body: bytes) -> b
     )
 
 
-def _soa(q: Query, ttl: int, soa_name: str) -> bytes:
+@functools.lru_cache(maxsize=1024)
+def _soa_at(question_end: int, ttl: int, soa_name: str) -> bytes:
     """SOA record for the authority section whose TTL and MINIMUM are ``ttl``.
 
     RFC 2308: a downstream cache keeps the negative answer min(SOA TTL, MINIMUM) seconds.
     The record sits right after the question (the answer section is empty), so MNAME and
-    RNAME compress against its owner at offset ``question_end``.
-    """
-    return _soa_at(q.question_end, ttl, soa_name)
-
-
-@functools.lru_cache(maxsize=1024)
-def _soa_at(question_end: int, ttl: int, soa_name: str) -> bytes:
-    """``_soa`` by what it depends on: a few hundred shapes in all (name lengths x TTLs), so
-    every blocked answer after the first of its length is a cache hit (0.1 µs, not 0.6)."""
+    RNAME compress against its owner at offset ``question_end``. Memoised by what it depends
+    on: a few hundred shapes in all (name lengths x TTLs), so every blocked answer after the
+    first of its length is a cache hit (0.1 µs, not 0.6)."""
     ptr = _pack_h(0xC000 | question_end)
     rdata = (
         ptr
@@ -278,7 +273,7 @@ def nxdomain(q: Query, ttl: int, *, soa_name: str = "blocked.edgeguard") -> byte
 
 def nodata(q: Query, ttl: int, *, soa_name: str = "blocked.edgeguard") -> bytes:
     """NOERROR without answers, with a SOA so the empty answer is cacheable (RFC 2308)."""
-    return _respond(q, RCODE_NOERROR, 0, 1, _soa(q, ttl, soa_name))
+    return _respond(q, RCODE_NOERROR, 0, 1, _soa_at(q.question_end, ttl, soa_name))
 
 
 def _one_answer(q: Query, rtype: int, ttl: int, rdata: bytes) -> bytes:
